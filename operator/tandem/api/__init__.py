@@ -1,0 +1,1 @@
+"""The InferenceService API: pydantic models that are also the CRD's single source of truth."""

@@ -1,0 +1,359 @@
+"""The vLLM engine pools: command line, pod template, Deployment and headless Service.
+
+Every vLLM flag is derived from the spec here, in one place, so ``tandem render`` shows exactly
+what the engines run and the data-plane tests can start real engines with the same arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Final
+
+from tandem.api.v1alpha1 import (
+    Connector,
+    Dtype,
+    InferenceServiceSpec,
+    KVCacheDtype,
+    PoolSpec,
+)
+from tandem.build import lmcache
+from tandem.build.kvconfig import kv_transfer_config_json
+from tandem.build.meta import Owner, metadata
+from tandem.build.names import (
+    DECODE,
+    ENGINE_PORT_NAME,
+    PREFILL,
+    labels,
+    lmcache_config_name,
+    pool_name,
+    selector_labels,
+)
+
+ENGINE_COMMAND: Final = ["vllm", "serve"]
+ENGINE_COMPONENT: Final = "vllm"
+MODEL_MOUNT: Final = "/mnt/models"
+CACHE_MOUNT: Final = "/var/cache/vllm"
+# P and D must hash prompt chunks identically (LMCache keys chunks with Python's hash()).
+PYTHONHASHSEED: Final = "0"
+NIXL_PORT_NAME: Final = "nixl"
+
+# Flags Tandem derives; engine/pool args may not override them (the reconciler reports
+# ConflictingEngineArgs instead of starting engines that disagree with the router).
+OWNED_FLAGS: Final = frozenset(
+    {
+        "--model",
+        "--served-model-name",
+        "--host",
+        "--port",
+        "--tensor-parallel-size",
+        "-tp",
+        "--pipeline-parallel-size",
+        "-pp",
+        "--kv-transfer-config",
+    }
+)
+
+
+def owned_flag_conflicts(spec: InferenceServiceSpec) -> list[str]:
+    """``spec.<where>.args`` entries that set a flag Tandem derives."""
+    found = []
+    for where, args in (
+        ("engine", spec.engine.args),
+        ("prefill", spec.prefill.args),
+        ("decode", spec.decode.args),
+    ):
+        for arg in args:
+            flag = arg.split("=", 1)[0]
+            if flag in OWNED_FLAGS or flag.startswith("--kv-transfer-config."):
+                found.append(f"spec.{where}.args: {flag}")
+    return found
+
+
+def served_name(spec: InferenceServiceSpec, name: str) -> str:
+    return spec.model.served_name or name
+
+
+def model_location(spec: InferenceServiceSpec) -> tuple[str, list[str]]:
+    """vLLM's model argument and the flags that go with the URI scheme."""
+    uri = spec.model.uri
+    scheme, rest = uri.split("://", 1)
+    if scheme == "hf":
+        extra = ["--revision", spec.model.revision] if spec.model.revision else []
+        return rest, extra
+    if scheme == "pvc":
+        claim, _, path = rest.partition("/")
+        return f"{MODEL_MOUNT}/{claim}" + (f"/{path.strip('/')}" if path.strip("/") else ""), []
+    return uri, ["--load-format", "runai_streamer"]
+
+
+def _toggle(flag: str, value: bool | None) -> list[str]:
+    if value is None:
+        return []
+    return [f"--{flag}"] if value else [f"--no-{flag}"]
+
+
+def engine_args(spec: InferenceServiceSpec, name: str, role: str) -> list[str]:
+    """The arguments after ``vllm serve``."""
+    pool: PoolSpec = getattr(spec, role)
+    eng = spec.engine
+    model, model_flags = model_location(spec)
+    par = pool.parallelism
+    args = [
+        model,
+        "--served-model-name",
+        served_name(spec, name),
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(eng.port),
+        "--tensor-parallel-size",
+        str(par.tensor),
+        "--pipeline-parallel-size",
+        str(par.pipeline),
+        *model_flags,
+    ]
+    if par.gpus > 1:
+        args += ["--distributed-executor-backend", "mp"]
+    if spec.model.max_model_len is not None:
+        args += ["--max-model-len", str(spec.model.max_model_len)]
+    if spec.model.dtype != Dtype.AUTO:
+        args += ["--dtype", str(spec.model.dtype)]
+    if spec.model.quantization is not None:
+        args += ["--quantization", str(spec.model.quantization)]
+    if eng.kv_cache_dtype != KVCacheDtype.AUTO:
+        args += ["--kv-cache-dtype", str(eng.kv_cache_dtype)]
+    prefix_caching = eng.prefix_caching
+    if prefix_caching is None and spec.kv_transfer.connector == Connector.LMCACHE:
+        prefix_caching = False
+    args += _toggle("enable-prefix-caching", prefix_caching)
+    args += _toggle("enable-chunked-prefill", eng.chunked_prefill)
+    if eng.gpu_memory_utilization_percent is not None:
+        args += ["--gpu-memory-utilization", f"{eng.gpu_memory_utilization_percent / 100:.2f}"]
+    if eng.enforce_eager:
+        args.append("--enforce-eager")
+    sd = eng.speculative_decoding
+    if sd is not None and role == DECODE:
+        cfg: dict[str, Any] = {"num_speculative_tokens": sd.num_speculative_tokens}
+        if sd.method == "ngram":
+            cfg |= {
+                "method": "ngram",
+                "prompt_lookup_max": sd.prompt_lookup_max,
+                "prompt_lookup_min": sd.prompt_lookup_min,
+            }
+        else:
+            cfg["model"] = sd.draft_model
+        args += ["--speculative-config", json.dumps(cfg, separators=(",", ":"), sort_keys=True)]
+    args += ["--kv-transfer-config", kv_transfer_config_json(spec, role)]
+    return args + list(eng.args) + list(pool.args)
+
+
+def engine_env(spec: InferenceServiceSpec, role: str) -> list[dict[str, Any]]:
+    pool: PoolSpec = getattr(spec, role)
+    env: list[dict[str, Any]] = [
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "PYTHONHASHSEED", "value": PYTHONHASHSEED},
+        {"name": "HF_HOME", "value": f"{CACHE_MOUNT}/huggingface"},
+        {"name": "VLLM_CACHE_ROOT", "value": f"{CACHE_MOUNT}/vllm"},
+    ]
+    if spec.model.token_secret_ref is not None:
+        ref = spec.model.token_secret_ref
+        env.append(
+            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+        )
+    if spec.kv_transfer.connector == Connector.NIXL:
+        env += [
+            {"name": "VLLM_NIXL_SIDE_CHANNEL_HOST", "value": "$(POD_IP)"},
+            {
+                "name": "VLLM_NIXL_SIDE_CHANNEL_PORT",
+                "value": str(spec.kv_transfer.nixl_settings.side_channel_port),
+            },
+        ]
+    else:
+        env.append({"name": "LMCACHE_CONFIG_FILE", "value": lmcache.config_path(role)})
+        if role == DECODE:
+            env.append({"name": "LMCACHE_PD_PEER_HOST", "value": "$(POD_IP)"})
+    # User variables last: same-named entries would be rejected by SSA's list-map merge.
+    seen = {e["name"] for e in env}
+    for var in [*spec.engine.env, *pool.env]:
+        if var.name not in seen:
+            env.append({"name": var.name, "value": var.value})
+            seen.add(var.name)
+    return env
+
+
+def _ports(spec: InferenceServiceSpec, role: str) -> list[dict[str, Any]]:
+    ports = [{"name": ENGINE_PORT_NAME, "containerPort": spec.engine.port, "protocol": "TCP"}]
+    kv = spec.kv_transfer
+    if kv.connector == Connector.NIXL:
+        port = kv.nixl_settings.side_channel_port
+        ports.append({"name": NIXL_PORT_NAME, "containerPort": port, "protocol": "TCP"})
+    elif role == DECODE:
+        init_ports, alloc_ports = lmcache.decoder_ports(spec)
+        for rank, (i, a) in enumerate(zip(init_ports, alloc_ports, strict=True)):
+            ports.append({"name": f"lmc-init-{rank}", "containerPort": i, "protocol": "TCP"})
+            ports.append({"name": f"lmc-alloc-{rank}", "containerPort": a, "protocol": "TCP"})
+    return ports
+
+
+def _resources(spec: InferenceServiceSpec, role: str) -> dict[str, Any]:
+    pool: PoolSpec = getattr(spec, role)
+    gpus = str(pool.parallelism.gpus)
+    gpu_name = pool.resources.gpu_resource_name
+    requests: dict[str, str] = {gpu_name: gpus}
+    limits: dict[str, str] = {gpu_name: gpus}
+    if pool.resources.cpu:
+        requests["cpu"] = pool.resources.cpu
+    if pool.resources.memory:
+        requests["memory"] = pool.resources.memory
+        limits["memory"] = pool.resources.memory
+    return {"requests": requests, "limits": limits}
+
+
+def _probe(path: str, port: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 5,
+    }
+
+
+def pod_template(
+    spec: InferenceServiceSpec, name: str, role: str, config_hash: str | None
+) -> dict[str, Any]:
+    pool: PoolSpec = getattr(spec, role)
+    eng = spec.engine
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": eng.shm_size}},
+        {"name": "cache", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "cache", "mountPath": CACHE_MOUNT},
+    ]
+    if spec.model.uri.startswith("pvc://"):
+        claim = spec.model.uri.removeprefix("pvc://").split("/", 1)[0]
+        volumes.append(
+            {"name": "model", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        )
+        mounts.append({"name": "model", "mountPath": f"{MODEL_MOUNT}/{claim}", "readOnly": True})
+    if spec.kv_transfer.connector == Connector.LMCACHE:
+        volumes.append(
+            {
+                "name": "lmcache-config",
+                "configMap": {
+                    "name": lmcache_config_name(name),
+                    "items": [{"key": lmcache.config_key(role), "path": lmcache.config_key(role)}],
+                },
+            }
+        )
+        mounts.append({"name": "lmcache-config", "mountPath": lmcache.CONFIG_DIR, "readOnly": True})
+    startup_failures = max(1, -(-eng.startup_timeout_seconds // 10))
+    container: dict[str, Any] = {
+        "name": "engine",
+        "image": eng.image,
+        "imagePullPolicy": eng.image_pull_policy,
+        "command": list(ENGINE_COMMAND),
+        "args": engine_args(spec, name, role),
+        "env": engine_env(spec, role),
+        "ports": _ports(spec, role),
+        "resources": _resources(spec, role),
+        "volumeMounts": mounts,
+        "startupProbe": _probe("/health", ENGINE_PORT_NAME, 10, startup_failures),
+        "readinessProbe": _probe("/health", ENGINE_PORT_NAME, 5, 3),
+        "livenessProbe": _probe("/health", ENGINE_PORT_NAME, 10, 3),
+        "securityContext": {"allowPrivilegeEscalation": False},
+    }
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": volumes,
+        # Long enough for in-flight requests to finish after the endpoint is removed.
+        "terminationGracePeriodSeconds": 60,
+        "enableServiceLinks": False,
+    }
+    if pool.node_selector:
+        pod_spec["nodeSelector"] = dict(pool.node_selector)
+    if pool.tolerations:
+        pod_spec["tolerations"] = [t.wire() for t in pool.tolerations]
+    annotations = {"tandem.dev/lmcache-config-hash": config_hash} if config_hash else {}
+    meta: dict[str, Any] = {"labels": labels(name, role, ENGINE_COMPONENT)}
+    if annotations:
+        meta["annotations"] = annotations
+    return {"metadata": meta, "spec": pod_spec}
+
+
+def config_hash(data: dict[str, str]) -> str:
+    """Short hash of a ConfigMap's data: a change rolls the pods that mount it."""
+    blob = json.dumps(data, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def pool_deployment(
+    spec: InferenceServiceSpec,
+    owner: Owner,
+    role: str,
+    lmcache_hash: str | None,
+) -> dict[str, Any]:
+    """The pool's Deployment. ``replicas`` is left out when the autoscaler owns it."""
+    if role not in (PREFILL, DECODE):
+        raise ValueError(f"unknown role {role!r}")
+    pool: PoolSpec = getattr(spec, role)
+    name = owner.name
+    dep_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(name, role)},
+        "strategy": {
+            "type": "RollingUpdate",
+            # GPUs are scarce: never surge, replace one replica at a time.
+            "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+        },
+        "revisionHistoryLimit": 5,
+        "progressDeadlineSeconds": spec.engine.startup_timeout_seconds + 600,
+        "template": pod_template(spec, name, role, lmcache_hash),
+    }
+    if not spec.autoscaling.enabled:
+        dep_spec = {"replicas": pool.replicas, **dep_spec}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(owner, pool_name(name, role), labels(name, role, ENGINE_COMPONENT)),
+        "spec": dep_spec,
+    }
+
+
+def pool_service(spec: InferenceServiceSpec, owner: Owner, role: str) -> dict[str, Any]:
+    """Headless Service: its EndpointSlices list the pool's ready engines for the router."""
+    name = owner.name
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(owner, pool_name(name, role), labels(name, role, ENGINE_COMPONENT)),
+        "spec": {
+            "clusterIP": "None",
+            "selector": selector_labels(name, role),
+            "publishNotReadyAddresses": False,
+            "ports": [
+                {
+                    "name": ENGINE_PORT_NAME,
+                    "port": spec.engine.port,
+                    "targetPort": ENGINE_PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def lmcache_configmap(spec: InferenceServiceSpec, owner: Owner) -> dict[str, Any]:
+    data = {
+        lmcache.config_key(role): lmcache.lmcache_yaml(spec, owner.name, owner.namespace, role)
+        for role in (PREFILL, DECODE)
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(
+            owner, lmcache_config_name(owner.name), labels(owner.name, "kv-transfer", "lmcache")
+        ),
+        "data": data,
+    }

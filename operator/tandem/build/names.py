@@ -1,0 +1,59 @@
+"""Deterministic child names and the labels every child carries.
+
+Names derive from the InferenceService name and the role only (never ``generateName``), so the
+reconciler can find, apply and prune children by name and label alone.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFILL: Final = "prefill"
+DECODE: Final = "decode"
+ROUTER: Final = "router"
+ROLES: Final = (PREFILL, DECODE)
+
+LABEL_ROLE: Final = "tandem.dev/role"
+LABEL_INSTANCE: Final = "tandem.dev/instance"
+MANAGED_BY: Final = "tandem-operator"
+PART_OF: Final = "tandem"
+
+ENGINE_PORT_NAME: Final = "http"
+
+
+def pool_name(name: str, role: str) -> str:
+    """Deployment and headless Service of a pool: ``<name>-prefill`` / ``<name>-decode``."""
+    return f"{name}-{role}"
+
+
+def router_name(name: str) -> str:
+    return f"{name}-router"
+
+
+def lmcache_config_name(name: str) -> str:
+    return f"{name}-lmcache"
+
+
+def selector_labels(name: str, role: str) -> dict[str, str]:
+    """Immutable Deployment selector: the instance and the role."""
+    return {LABEL_INSTANCE: name, LABEL_ROLE: role}
+
+
+def labels(name: str, role: str, component_name: str, version: str | None = None) -> dict[str, str]:
+    """Standard ``app.kubernetes.io/*`` labels plus Tandem's own."""
+    out = {
+        "app.kubernetes.io/name": component_name,
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": role,
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        **selector_labels(name, role),
+    }
+    if version:
+        out["app.kubernetes.io/version"] = version
+    return out
+
+
+def router_host(name: str, namespace: str) -> str:
+    """In-cluster DNS name of the router Service."""
+    return f"{router_name(name)}.{namespace}.svc"
