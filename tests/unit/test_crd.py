@@ -1,0 +1,126 @@
+"""The committed CRDs are exactly what the models generate, and the schema is structural."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from tandem.api.crd import CRD_FILE, all_crds, inference_service_crd
+from tandem.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _schema() -> dict[str, Any]:
+    return inference_service_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def _walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    if isinstance(node, dict):
+        out.append((path, node))
+        for k, v in node.get("properties", {}).items():
+            out += _walk(v, f"{path}.{k}")
+        if isinstance(node.get("items"), dict):
+            out += _walk(node["items"], f"{path}[]")
+        if isinstance(node.get("additionalProperties"), dict):
+            out += _walk(node["additionalProperties"], f"{path}{{}}")
+    return out
+
+
+def test_committed_crds_match_generated() -> None:
+    result = CliRunner().invoke(
+        main,
+        ["crds", "--check", "--out", str(ROOT / "crds"), "--out", str(ROOT / "charts/tandem/crds")],
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_chart_crds_identical_to_top_level() -> None:
+    top = {p.name: p.read_text() for p in (ROOT / "crds").glob("*.yaml")}
+    chart = {p.name: p.read_text() for p in (ROOT / "charts/tandem/crds").glob("*.yaml")}
+    assert top == chart
+    assert set(top) == set(all_crds())
+
+
+def test_check_detects_drift(tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(main, ["crds", "--out", str(tmp_path)]).exit_code == 0
+    target = tmp_path / CRD_FILE
+    target.write_text(target.read_text().replace("maximum: 64", "maximum: 65"))
+    result = runner.invoke(main, ["crds", "--check", "--out", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "out of date" in result.output
+
+
+def test_schema_is_structural() -> None:
+    text = json.dumps(_schema())
+    for forbidden in ("$ref", "$defs", "anyOf", "oneOf", "allOf", '"const"', '"title"'):
+        assert forbidden not in text, forbidden
+    for path, node in _walk(_schema()):
+        assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), path
+        assert node.get("additionalProperties") is not False, path
+        if "properties" in node:
+            assert node["type"] == "object", path
+            assert "additionalProperties" not in node, path
+
+
+def test_every_spec_field_is_described() -> None:
+    spec = _schema()["properties"]["spec"]
+    for path, node in _walk(spec):
+        if path and not path.endswith(("[]", "{}")):
+            assert node.get("description"), f"spec{path} has no description"
+
+
+def test_api_lint_no_phase_and_status_subresource() -> None:
+    crd = inference_service_crd()
+    version = crd["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    assert "phase" not in _schema()["properties"]["status"]["properties"]
+    conditions = _schema()["properties"]["status"]["properties"]["conditions"]
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+
+
+def test_defaults_and_enums_in_schema() -> None:
+    spec = _schema()["properties"]["spec"]["properties"]
+    assert spec["kvTransfer"]["properties"]["connector"]["default"] == "lmcache"
+    assert spec["kvTransfer"]["properties"]["connector"]["enum"] == ["lmcache", "nixl"]
+    assert spec["prefill"]["default"] == {}
+    assert spec["prefill"]["properties"]["parallelism"]["properties"]["tensor"]["minimum"] == 1
+    assert spec["router"]["properties"]["policy"]["enum"] == [
+        "least-loaded",
+        "round-robin",
+        "prefix-aware",
+    ]
+    ratio = spec["autoscaling"]["properties"]["prefillToDecodeRatio"]["properties"]["min"]
+    assert ratio["exclusiveMinimum"] is True and ratio["minimum"] == 0
+
+
+def test_cel_rules_present() -> None:
+    rules = [n for _, n in _walk(_schema()) for n in n.get("x-kubernetes-validations", [])]
+    text = "\n".join(r["rule"] for r in rules)
+    for needle in (
+        "self.minReplicas <= self.maxReplicas",
+        "self.min <= self.max",
+        "!has(self.lmcache) || self.connector == 'lmcache'",
+        "!has(self.nixl) || self.connector == 'nixl'",
+        "self.decode.parallelism.tensor >= self.prefill.parallelism.tensor",
+        "self.metadata.name.size() <= 40",
+    ):
+        assert needle in text, needle
+    assert len(rules) >= 10
+    for rule in rules:
+        assert rule["message"]
+
+
+def test_printer_columns_and_names() -> None:
+    crd = inference_service_crd()
+    cols = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
+    assert cols == ["Ready", "Prefill", "Decode", "TPxPP", "Endpoint", "Age"]
+    names = crd["spec"]["names"]
+    assert "isvc" in names["shortNames"]
+    assert "tandem" in names["categories"]
