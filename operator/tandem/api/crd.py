@@ -11,6 +11,7 @@ server prunes and, with strict field validation, rejects unknown fields itself),
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from pydantic import BaseModel
@@ -111,7 +112,7 @@ def _object_defaults(node: Schema, model: type[BaseModel] | None) -> None:
             if isinstance(value, BaseModel):
                 sub["default"] = {}
             elif isinstance(value, list | dict):
-                sub["default"] = value
+                sub["default"] = json.loads(json.dumps(value))  # enum members -> values
         _object_defaults(sub, _model_of(field.annotation))
 
 

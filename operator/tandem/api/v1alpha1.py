@@ -66,6 +66,12 @@ class Connector(StrEnum):
     NIXL = "nixl"
 
 
+class NixlBackend(StrEnum):
+    UCX = "UCX"
+    LIBFABRIC = "LIBFABRIC"
+    GDS = "GDS"
+
+
 class RouterPolicy(StrEnum):
     LEAST_LOADED = "least-loaded"
     ROUND_ROBIN = "round-robin"
@@ -431,8 +437,8 @@ class LMCacheSettings(ApiModel):
     proxy_port: Port = Field(
         default=7500, description="Router port that receives LMCache's KV-ready notifications."
     )
-    nixl_backends: list[Literal["UCX", "LIBFABRIC", "GDS"]] = Field(
-        default_factory=lambda: ["UCX"], description="NIXL backends LMCache uses.", max_length=4
+    nixl_backends: list[NixlBackend] = Field(
+        default_factory=lambda: [NixlBackend.UCX], description="NIXL backends LMCache uses.", max_length=4
     )
     remote_cache: RemoteCache | None = Field(
         default=None, description="Optional shared remote KV cache (LMCache remote_url)."
@@ -440,8 +446,8 @@ class LMCacheSettings(ApiModel):
 
 
 class NixlSettings(ApiModel):
-    backends: list[Literal["UCX", "LIBFABRIC", "GDS"]] = Field(
-        default_factory=lambda: ["UCX"], description="NIXL transfer backends.", max_length=4
+    backends: list[NixlBackend] = Field(
+        default_factory=lambda: [NixlBackend.UCX], description="NIXL transfer backends.", max_length=4
     )
     side_channel_port: Port = Field(
         default=5600, description="NIXL handshake port (VLLM_NIXL_SIDE_CHANNEL_PORT)."

@@ -91,9 +91,9 @@ def _error(status: int, body: bytes | str | None) -> ApiError:
 def load_api_client() -> ApiClient:
     """In-cluster credentials when running in a pod, else the kubeconfig."""
     try:
-        kubernetes.config.load_incluster_config()
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
     return ApiClient()
 
 
@@ -147,7 +147,7 @@ class Kube:
             resp = self.api.call_api(
                 method, url, header_params=hdrs, body=body, _request_timeout=self.timeout
             )
-            data = resp.read()
+            data = resp.read()  # type: ignore[no-untyped-call]
         except kubernetes.client.ApiException as e:
             raise _error(e.status or 0, e.body) from e
         except (OSError, TimeoutError) as e:
@@ -165,9 +165,9 @@ class Kube:
     def get(self, kind: str, namespace: str | None, name: str) -> Obj:
         return self.request("GET", path(kind, namespace, name))
 
-    def list(self, kind: str, namespace: str | None, selector: str | None = None) -> list[Obj]:
+    def list_kind(self, kind: str, namespace: str | None, selector: str | None = None) -> list[Obj]:
         query = {"labelSelector": selector} if selector else None
-        items = self.request("GET", path(kind, namespace), query=query).get("items", [])
+        items: list[Obj] = self.request("GET", path(kind, namespace), query=query).get("items", [])
         api_version = "v1" if RESOURCES[kind][0] == "/api/v1" else RESOURCES[kind][0][6:]
         for item in items:  # list items come without apiVersion/kind
             item.setdefault("kind", kind)
@@ -213,7 +213,7 @@ class Kube:
             now = time.monotonic()
             if self._nodes_cache and now - self._nodes_cache[0] < max_age:
                 return self._nodes_cache[1]
-        items = self.list("Node", None)
+        items = self.list_kind("Node", None)
         with self._lock:
             self._nodes_cache = (time.monotonic(), items)
         return items

@@ -80,7 +80,7 @@ def _list_children(kube: Kube, namespace: str, name: str, uid: str) -> dict[str,
     selector = f"{LABEL_INSTANCE}={name},app.kubernetes.io/managed-by={MANAGED_BY}"
     live: dict[str, dict[str, Any]] = {}
     for kind in CHILD_KINDS:
-        for obj in kube.list(kind, namespace, selector):
+        for obj in kube.list_kind(kind, namespace, selector):
             if _owned_by(obj, uid):
                 live[_key(obj)] = obj
     return live
@@ -159,7 +159,7 @@ def observe(kube: Kube, namespace: str, name: str, live: dict[str, dict[str, Any
         view = st.DeploymentView.from_obj(obj) if obj else None
         deployments[role] = view
         if view is not None and view.ready < view.spec_replicas:
-            pods = kube.list("Pod", namespace, f"{LABEL_INSTANCE}={name},{LABEL_ROLE}={role}")
+            pods = kube.list_kind("Pod", namespace, f"{LABEL_INSTANCE}={name},{LABEL_ROLE}={role}")
             msg = st.unschedulable_message(pods)
             if msg:
                 unschedulable[role] = msg
