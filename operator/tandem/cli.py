@@ -129,6 +129,8 @@ def validate(filename: str) -> None:
 @click.option("--metrics-host", default="0.0.0.0", show_default=True)
 @click.option("--workers", default=8, show_default=True, type=int,
               help="Threads running synchronous handlers.")
+@click.option("--resync-seconds", default=None, type=float,
+              help="Period of the level-triggered resync [default: 30, or TANDEM_RESYNC_SECONDS].")
 @click.option("-v", "--verbose", is_flag=True)
 def run(
     namespaces: tuple[str, ...],
@@ -139,10 +141,15 @@ def run(
     metrics_port: int,
     metrics_host: str,
     workers: int,
+    resync_seconds: float | None,
     verbose: bool,
 ) -> None:
     """Run the operator."""
     import logging
+    import os
+
+    if resync_seconds is not None:
+        os.environ["TANDEM_RESYNC_SECONDS"] = str(resync_seconds)
 
     import kopf
     from prometheus_client import start_http_server

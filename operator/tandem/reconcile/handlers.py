@@ -9,6 +9,7 @@ module globals.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -22,7 +23,9 @@ from tandem.reconcile.reconciler import Outcome, reconcile
 
 log = logging.getLogger("tandem.operator")
 
-RESYNC_SECONDS = 30.0
+# The resync period is fixed when the handlers are registered (kopf timers are declarative);
+# `tandem run --resync-seconds` sets it through the environment before this module is imported.
+RESYNC_SECONDS = float(os.environ.get("TANDEM_RESYNC_SECONDS", "30"))
 ANNOTATION_PREFIX = "tandem.dev"
 
 

@@ -1,0 +1,10 @@
+"""Tandem's prefill/decode router.
+
+An aiohttp server that accepts OpenAI completion requests, picks a prefill and a decode engine
+(pure functions in `pick.py`), runs the prefill leg, hands the KV-transfer parameters to the
+decode leg in the configured connector's protocol (`protocols/nixl.py`, `protocols/lmcache.py`),
+streams the decode answer back, and exports Prometheus metrics. Endpoints come from static flags
+or from the EndpointSlices of the prefill and decode Services (`discovery.py`).
+
+Entry points: `tandem.router.main.router_command` (click) and `python -m tandem.router`.
+"""

@@ -1,0 +1,183 @@
+"""One router instance: wires configuration, pools, discovery, probes, protocol and HTTP server.
+
+Everything lives on the instance (no module state), so tests can run two replicas side by side in
+one process, e.g. for the LMCache relay between replicas. Use it as an async context manager:
+
+    async with Router(config) as router:
+        ...  # serving on router.port
+
+Start-up order matters: pools and the shared HTTP session first, then the KV-ready socket (its
+port goes into request ids), then discovery (which triggers immediate probes of new endpoints),
+then the periodic prober, and the listening socket last.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+from typing import Protocol
+
+import aiohttp
+from aiohttp import web
+
+from tandem.router.config import Connector, RouterConfig
+from tandem.router.dispatch import Dispatcher
+from tandem.router.endpoints import Endpoint, EndpointPool, Role
+from tandem.router.health import HealthProber
+from tandem.router.kvready import KvReadyHub
+from tandem.router.metrics import RouterMetrics
+from tandem.router.pick import PolicyName, make_policy
+from tandem.router.protocols.base import Handoff, RouterContext
+from tandem.router.protocols.nixl import NixlHandoff
+from tandem.router.server import RouterServer
+
+log = logging.getLogger(__name__)
+
+
+class Discovery(Protocol):
+    """A source of endpoint URLs per role (see `discovery.KubernetesDiscovery`)."""
+
+    async def start(self, apply: ApplyFn) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class ApplyFn(Protocol):
+    def __call__(self, role: Role, urls: list[str], /) -> None: ...
+
+
+class Router:
+    """A running Tandem router."""
+
+    def __init__(self, config: RouterConfig, *, discovery: Discovery | None = None) -> None:
+        self.config = config.validate()
+        self._discovery = discovery
+        self.pools: dict[Role, EndpointPool] = {
+            role: EndpointPool(role=role, max_inflight=config.max_inflight_per_engine)
+            for role in Role
+        }
+        self.metrics = RouterMetrics(self.pools)
+        self.kv_hub: KvReadyHub | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._prober: HealthProber | None = None
+        self._runner: web.AppRunner | None = None
+        self.port = config.port
+
+    @property
+    def url(self) -> str:
+        """Base URL of the listening socket (loopback form for wildcard binds)."""
+        host = self.config.host if self.config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    def _context(self, session: aiohttp.ClientSession) -> RouterContext:
+        cfg = self.config
+        policy = make_policy(cfg.policy)
+        balance = (
+            policy
+            if cfg.policy is not PolicyName.PREFIX_AWARE
+            else make_policy(PolicyName.LEAST_LOADED)
+        )
+        return RouterContext(
+            config=cfg,
+            session=session,
+            pools=self.pools,
+            metrics=self.metrics,
+            prefill_policy=policy,
+            decode_policy=balance,
+            direct_policy=policy,
+        )
+
+    def _handoff(self, ctx: RouterContext) -> Handoff:
+        if self.config.connector is Connector.NIXL:
+            return NixlHandoff(ctx)
+        from tandem.router.protocols.lmcache import LmcacheHandoff
+
+        assert self.kv_hub is not None
+        return LmcacheHandoff(ctx, self.kv_hub)
+
+    def _apply(self, role: Role, urls: list[str]) -> None:
+        self.pools[role].set_urls(urls)
+
+    async def start(self) -> None:
+        """Bind sockets, discover endpoints, start probing, start serving."""
+        cfg = self.config
+        # limit=0: the router bounds concurrency itself (--max-inflight-per-engine); aiohttp's
+        # default of 100 pooled connections would silently cap throughput.
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=None), auto_decompress=False
+        )
+        if cfg.connector is Connector.LMCACHE:
+            self.kv_hub = KvReadyHub(
+                cfg.host,
+                cfg.kv_ready_port,
+                cfg.advertise_host,
+                on_outcome=lambda o: self.metrics.kv_ready_notifications.labels(o).inc(),
+            )
+            await self.kv_hub.start()
+        self._prober = HealthProber(
+            self._session, self.pools, cfg.health_interval, cfg.metrics_refresh_seconds
+        )
+        prober = self._prober
+
+        def probe_new(endpoints: list[Endpoint]) -> None:
+            prober.probe_soon(endpoints)
+
+        for pool in self.pools.values():
+            pool.on_added = probe_new
+        if self._discovery is not None:
+            await self._discovery.start(self._apply)
+        else:
+            self._apply(Role.PREFILL, list(cfg.prefill_urls))
+            self._apply(Role.DECODE, list(cfg.decode_urls))
+        self._prober.start()
+
+        ctx = self._context(self._session)
+        server = RouterServer(
+            model=cfg.model,
+            pools=self.pools,
+            metrics=self.metrics,
+            dispatcher=Dispatcher(ctx, self._handoff(ctx)),
+            request_timeout=cfg.request_timeout,
+            prefix_affinity=cfg.policy is PolicyName.PREFIX_AWARE,
+        )
+        self._runner = web.AppRunner(server.app(), handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, cfg.host, cfg.port, reuse_address=True)
+        await site.start()
+        sockets = site._server.sockets if site._server is not None else ()  # type: ignore[attr-defined]
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        log.info(
+            "Started router",
+            extra={"port": self.port, "connector": cfg.connector.value, "policy": cfg.policy.value},
+        )
+
+    async def stop(self) -> None:
+        """Stop serving, then stop background work and close sockets."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._discovery is not None:
+            await self._discovery.stop()
+        if self._prober is not None:
+            await self._prober.stop()
+        if self.kv_hub is not None:
+            await self.kv_hub.stop()
+        if self._session is not None:
+            await self._session.close()
+
+    async def __aenter__(self) -> Router:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

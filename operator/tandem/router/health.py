@@ -1,0 +1,102 @@
+"""Active health checks (`GET /health`) and optional load scraping (`GET /metrics`) of engines.
+
+vLLM answers `/health` 200, or 503 once its engine died (dataplane.md §7); a refused connection
+means the server is not up (yet). Every `--health-interval` each endpoint is probed; endpoints that
+discovery just added are probed at once, so a new pod takes traffic within milliseconds of being
+reported ready instead of up to one interval later. Requests also mark an engine unhealthy when
+a connection to it is refused (passive check), and the next good probe restores it.
+
+With `--metrics-refresh-seconds S > 0`, the engines' waiting/running gauges are scraped every S
+seconds and blended into the least-loaded score (see `pick.request_load`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping
+
+import aiohttp
+
+from tandem.router.endpoints import Endpoint, EndpointPool, Role
+from tandem.router.enginemetrics import parse_engine_load
+from tandem.router.upstream import get_status, get_text
+
+log = logging.getLogger(__name__)
+
+
+class HealthProber:
+    """Background tasks that keep `Endpoint.state` and the engine load current."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        pools: Mapping[Role, EndpointPool],
+        interval: float,
+        metrics_refresh: float = 0.0,
+    ) -> None:
+        self._session = session
+        self._pools = pools
+        self._interval = interval
+        self._metrics_refresh = metrics_refresh
+        self._timeout = max(0.5, min(interval, 5.0))
+        self._tasks: list[asyncio.Task[None]] = []
+        self._probing: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        """Start the periodic loops."""
+        self._tasks.append(asyncio.create_task(self._health_loop(), name="health-probe"))
+        if self._metrics_refresh > 0:
+            self._tasks.append(asyncio.create_task(self._metrics_loop(), name="engine-metrics"))
+
+    async def stop(self) -> None:
+        """Cancel the loops and any probe in flight."""
+        tasks = [*self._tasks, *self._probing]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    def probe_soon(self, endpoints: Iterable[Endpoint]) -> None:
+        """Probe these endpoints now (called by a pool when discovery adds endpoints)."""
+        for ep in endpoints:
+            task = asyncio.create_task(self._probe(ep))
+            self._probing.add(task)
+            task.add_done_callback(self._probing.discard)
+
+    async def probe_all(self) -> None:
+        """Probe every endpoint of every pool once, concurrently."""
+        eps = [ep for pool in self._pools.values() for ep in list(pool.endpoints.values())]
+        await asyncio.gather(*(self._probe(ep) for ep in eps))
+
+    async def _probe(self, ep: Endpoint) -> None:
+        try:
+            healthy = await get_status(self._session, ep.url + "/health", self._timeout) == 200
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            healthy = False
+        self._pools[ep.role].set_health(ep.url, healthy)
+
+    async def _health_loop(self) -> None:
+        while True:
+            await self.probe_all()
+            await asyncio.sleep(self._interval)
+
+    async def _scrape(self, ep: Endpoint) -> None:
+        try:
+            text = await get_text(self._session, ep.url + "/metrics", self._timeout)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            text = None
+        load = parse_engine_load(text) if text is not None else None
+        # Stale numbers are worse than none: forget them when a scrape fails.
+        self._pools[ep.role].set_engine_load(
+            ep.url, load.waiting if load else None, load.running if load else None
+        )
+
+    async def _metrics_loop(self) -> None:
+        while True:
+            eps = [ep for pool in self._pools.values() for ep in list(pool.endpoints.values())]
+            await asyncio.gather(*(self._scrape(ep) for ep in eps))
+            await asyncio.sleep(self._metrics_refresh)

@@ -1,0 +1,185 @@
+"""The router's HTTP surface (aiohttp): OpenAI endpoints, /health, /metrics, /v1/models.
+
+Each completion request is parsed once, given a request id, bounded by `--request-timeout`, and
+handed to the dispatcher; this module then turns whatever happened into exactly one answer and
+one `tandem_router_requests_total{route,outcome}` sample:
+
+- engine 4xx → passed through unchanged;
+- router errors → `{"error": {message, type, code}}` with 400/502/503/504, or, once an SSE
+  stream has started, a final `data: {"error": …}` event and `data: [DONE]`;
+- client gone → the handler is cancelled (the runner is created with `handler_cancellation`),
+  which closes the engine connections and so aborts the engine requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from tandem.router.endpoints import EndpointPool, Role
+from tandem.router.errors import (
+    InvalidRequest,
+    Outcome,
+    RequestTimeout,
+    RouterError,
+    UpstreamClientError,
+)
+from tandem.router.reply import Reply
+from tandem.router.request import CHAT_PATH, COMPLETIONS_PATH, ClientRequest, request_prefix_hash
+
+if TYPE_CHECKING:
+    from tandem.router.dispatch import Dispatcher
+    from tandem.router.metrics import RouterMetrics
+
+log = logging.getLogger(__name__)
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def health_report(pools: Mapping[Role, EndpointPool]) -> tuple[bool, dict[str, Any]]:
+    """(ready, body): ready needs at least one healthy prefill and one healthy decode engine."""
+    counts = {role.value: pool.healthy_count for role, pool in pools.items()}
+    missing = [role for role, n in counts.items() if n == 0]
+    body: dict[str, Any] = {"healthy_endpoints": counts}
+    if missing:
+        body["status"] = "unavailable"
+        body["reason"] = "no healthy " + " and no healthy ".join(missing) + " endpoint"
+        return False, body
+    body["status"] = "ok"
+    return True, body
+
+
+class RouterServer:
+    """aiohttp handlers over one router's state."""
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        pools: Mapping[Role, EndpointPool],
+        metrics: RouterMetrics,
+        dispatcher: Dispatcher,
+        request_timeout: float,
+        prefix_affinity: bool,
+    ) -> None:
+        self._model = model
+        self._pools = pools
+        self._metrics = metrics
+        self._dispatcher = dispatcher
+        self._timeout = request_timeout
+        self._prefix_affinity = prefix_affinity
+        self._created = int(time.time())
+
+    def app(self) -> web.Application:
+        """The aiohttp application (large bodies allowed: prompts of hundreds of KB)."""
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post(COMPLETIONS_PATH, self.completions)
+        app.router.add_post(CHAT_PATH, self.completions)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/metrics", self.metrics)
+        return app
+
+    async def models(self, _: web.Request) -> web.Response:
+        """The one served model, in OpenAI's list format."""
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": self._model,
+                        "object": "model",
+                        "created": self._created,
+                        "owned_by": "tandem",
+                        "root": self._model,
+                        "parent": None,
+                    }
+                ],
+            }
+        )
+
+    async def health(self, _: web.Request) -> web.Response:
+        """200 only when both roles have a healthy engine; else 503 with the reason."""
+        ready, body = health_report(self._pools)
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def metrics(self, _: web.Request) -> web.Response:
+        """Prometheus text exposition of this router's registry."""
+        return web.Response(
+            body=self._metrics.render(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE}
+        )
+
+    def _parse(self, request: web.Request, raw: bytes, received: float) -> ClientRequest:
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise InvalidRequest("request body must be a JSON object")
+        creq = ClientRequest(
+            path=request.path,
+            body=body,
+            raw=raw,
+            request_id=request.headers.get("X-Request-Id") or uuid.uuid4().hex,
+            headers=request.headers,
+            received_at=received,
+        )
+        if self._prefix_affinity:
+            creq.extras["prefix_hash"] = request_prefix_hash(body, is_chat=creq.is_chat)
+        return creq
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        """`POST /v1/completions` and `/v1/chat/completions`."""
+        received = time.monotonic()
+        metrics = self._metrics
+
+        def first_byte() -> None:
+            metrics.ttft_seconds.observe(time.monotonic() - received)
+
+        reply = Reply(request, first_byte)
+        creq: ClientRequest | None = None
+        outcome = Outcome.SUCCESS
+        try:
+            async with asyncio.timeout(self._timeout):
+                creq = self._parse(request, await request.read(), received)
+                await self._dispatcher.handle(creq, reply)
+        except UpstreamClientError as exc:
+            outcome = Outcome.CLIENT_ERROR
+            reply.body(exc.status, exc.body, exc.content_type)
+        except TimeoutError:
+            error = RequestTimeout(f"request did not finish within {self._timeout:g}s")
+            outcome = error.outcome
+            await self._report(reply, error)
+        except RouterError as error:
+            outcome = error.outcome
+            await self._report(reply, error)
+        except (asyncio.CancelledError, ConnectionResetError):
+            outcome = Outcome.CANCELLED
+            raise
+        finally:
+            route = creq.route.value if creq is not None else "none"
+            metrics.requests.labels(route, outcome.value).inc()
+            metrics.e2e_seconds.observe(time.monotonic() - received)
+        assert reply.response is not None
+        return reply.response
+
+    async def _report(self, reply: Reply, error: RouterError) -> None:
+        log.warning(
+            "Failed request",
+            extra={"status": error.status, "type": error.type, "error": str(error)},
+        )
+        if not reply.streaming:
+            reply.body(error.status, error.body())
+            return
+        try:
+            await reply.write(error.sse_event())
+            await reply.end_stream()
+        except ConnectionResetError:
+            pass

@@ -1,0 +1,127 @@
+"""HTTP calls from the router to engines, with failures sorted into three kinds.
+
+All calls go through the router's single pooled `aiohttp.ClientSession` (a session per request is
+the classic Python-proxy throughput bug: vllm#26122, gpustack#2178). Failures are classified once,
+here, so the protocol code only deals with:
+
+- `UpstreamClientError` (engine 4xx: the client's fault, passed through unchanged),
+- `UpstreamServerError` (engine 5xx or an unusable body),
+- `UpstreamUnreachable` (connection refused, reset or broken mid-answer; `connect` tells whether
+  the engine was reached at all, which marks it unhealthy until the next probe).
+
+A response whose body was not read to the end is closed, not returned to the pool: that closes
+the TCP connection, which is how vLLM learns that a request was abandoned and aborts it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+
+from tandem.router.errors import UpstreamClientError
+
+
+class UpstreamServerError(Exception):
+    """The engine answered 5xx, or 2xx with a body that is not what the protocol expects."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"engine answered {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class UpstreamUnreachable(Exception):
+    """The engine could not be reached or dropped the connection."""
+
+    def __init__(self, url: str, detail: str, *, connect: bool) -> None:
+        super().__init__(f"{url}: {detail}")
+        self.url = url
+        self.detail = detail
+        self.connect = connect
+
+
+def engine_headers(request_id: str, incoming: Mapping[str, str]) -> dict[str, str]:
+    """Headers for an engine call: JSON, the shared request id, and the client's credentials."""
+    headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
+    auth = incoming.get("Authorization")
+    if auth:
+        headers["Authorization"] = auth
+    return headers
+
+
+def _snippet(body: bytes, limit: int = 300) -> str:
+    return body[:limit].decode("utf-8", "replace")
+
+
+async def _check_status(resp: aiohttp.ClientResponse) -> None:
+    if resp.status < 400:
+        return
+    body = await resp.read()
+    if resp.status < 500:
+        raise UpstreamClientError(resp.status, body, resp.content_type or "application/json")
+    raise UpstreamServerError(resp.status, _snippet(body))
+
+
+@asynccontextmanager
+async def open_post(
+    session: aiohttp.ClientSession, url: str, payload: bytes, headers: Mapping[str, str]
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """POST and yield the (2xx) response for the caller to read, streaming or not."""
+    try:
+        resp = await session.post(url, data=payload, headers=dict(headers))
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamUnreachable(url, str(exc), connect=True) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise UpstreamUnreachable(url, repr(exc), connect=False) from exc
+    completed = False
+    try:
+        try:
+            await _check_status(resp)
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamUnreachable(url, repr(exc), connect=False) from exc
+        # Errors raised by the caller's block are the caller's to classify: a failed write to
+        # the router's own client must not look like an engine failure.
+        yield resp
+        completed = resp.content.at_eof()
+    finally:
+        if completed:
+            resp.release()
+        else:
+            resp.close()
+
+
+async def post_json(
+    session: aiohttp.ClientSession, url: str, payload: bytes, headers: Mapping[str, str]
+) -> dict[str, Any]:
+    """POST and return the JSON object of a 2xx answer."""
+    async with open_post(session, url, payload, headers) as resp:
+        try:
+            body = await resp.read()
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamUnreachable(url, repr(exc), connect=False) from exc
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise UpstreamServerError(resp.status, f"invalid JSON: {_snippet(body)}") from exc
+    if not isinstance(data, dict):
+        raise UpstreamServerError(resp.status, f"expected a JSON object: {_snippet(body)}")
+    return data
+
+
+async def get_status(session: aiohttp.ClientSession, url: str, timeout: float) -> int:
+    """GET and return the status code (the body is discarded); raises on connection errors."""
+    async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def get_text(session: aiohttp.ClientSession, url: str, timeout: float) -> str | None:
+    """GET and return the body of a 200 answer, else None."""
+    async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+        if resp.status != 200:
+            return None
+        return await resp.text()
