@@ -169,8 +169,10 @@ class OperatorProcess:
         log_path: Path,
         resync_seconds: int = 30,
         extra: list[str] | None = None,
+        namespaces: list[str] | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
+        self.namespaces = namespaces or []
         self.log_path = log_path
         self.resync_seconds = resync_seconds
         self.extra = extra or []

@@ -89,7 +89,8 @@ def test_defaults_and_enums_in_schema() -> None:
     spec = _schema()["properties"]["spec"]["properties"]
     assert spec["kvTransfer"]["properties"]["connector"]["default"] == "lmcache"
     assert spec["kvTransfer"]["properties"]["connector"]["enum"] == ["lmcache", "nixl"]
-    assert spec["prefill"]["default"] == {}
+    assert spec["prefill"]["default"]["parallelism"] == {"tensor": 1, "pipeline": 1}
+    assert spec["decode"]["properties"]["autoscaling"]["default"]["minReplicas"] == 1
     assert spec["prefill"]["properties"]["parallelism"]["properties"]["tensor"]["minimum"] == 1
     assert spec["router"]["properties"]["policy"]["enum"] == [
         "least-loaded",

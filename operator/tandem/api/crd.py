@@ -5,7 +5,7 @@ post-processing step below is a small function: inline ``$ref``s (CRDs forbid th
 ``Optional`` unions to the non-null branch, turn ``const`` into a one-value ``enum``, rewrite
 exclusive bounds into OpenAPI 3.0 form, drop titles and ``additionalProperties: false`` (the API
 server prunes and, with strict field validation, rejects unknown fields itself), and add
-``default: {}`` to nested objects so the API server fills their defaults on admission.
+explicit defaults to nested objects so stored objects show the full intent.
 """
 
 from __future__ import annotations
@@ -95,9 +95,9 @@ def _clean(node: Any, key: str | None = None) -> Any:
 
 
 def _object_defaults(node: Schema, model: type[BaseModel] | None) -> None:
-    """Add ``default: {}``/``[]`` where pydantic uses a default_factory.
+    """Add explicit defaults where pydantic uses a default_factory.
 
-    The API server then applies the nested defaults, so a stored object shows the full intent.
+    The API server then stores them, so a stored object shows the full intent.
     """
     props = node.get("properties")
     if not props or model is None:
@@ -110,7 +110,9 @@ def _object_defaults(node: Schema, model: type[BaseModel] | None) -> None:
         if field.default_factory is not None and "default" not in sub:
             value = field.default_factory()  # type: ignore[call-arg]
             if isinstance(value, BaseModel):
-                sub["default"] = {}
+                # The full object, not {}: the API server checks defaults against CEL rules
+                # without applying nested defaults first.
+                sub["default"] = value.model_dump(by_alias=True, exclude_none=True, mode="json")
             elif isinstance(value, list | dict):
                 sub["default"] = json.loads(json.dumps(value))  # enum members -> values
         _object_defaults(sub, _model_of(field.annotation))
