@@ -81,7 +81,9 @@ def render(filename: str, namespace: str | None) -> None:
             rejection = check_spec(spec, nodes=None)
         if rejection is not None or spec is None:
             msg = rejection.message if rejection else "invalid"
-            raise click.ClickException(f"{meta.get('name')}: {rejection.reason if rejection else ''}: {msg}")
+            raise click.ClickException(
+                f"{meta.get('name')}: {rejection.reason if rejection else ''}: {msg}"
+            )
         owner = Owner(
             name=meta["name"],
             namespace=meta.get("namespace") or namespace or "default",
@@ -119,18 +121,40 @@ def validate(filename: str) -> None:
 @main.command()
 @click.option("-n", "--namespace", "namespaces", multiple=True, help="Watch only these namespaces.")
 @click.option("-A", "--all-namespaces", is_flag=True, default=False, help="Watch every namespace.")
-@click.option("--standalone/--peering", default=False, show_default=True,
-              help="--peering lets several replicas elect one active operator (kopf peering).")
+@click.option(
+    "--standalone/--peering",
+    default=False,
+    show_default=True,
+    help="--peering lets several replicas elect one active operator (kopf peering).",
+)
 @click.option("--peering-name", default="tandem", show_default=True)
-@click.option("--liveness", default="http://0.0.0.0:8080/healthz", show_default=True,
-              help="kopf liveness endpoint URL ('' to disable).")
-@click.option("--metrics-port", default=9090, show_default=True, type=int,
-              help="Port of the Prometheus /metrics endpoint (0 to disable).")
+@click.option(
+    "--liveness",
+    default="http://0.0.0.0:8080/healthz",
+    show_default=True,
+    help="kopf liveness endpoint URL ('' to disable).",
+)
+@click.option(
+    "--metrics-port",
+    default=9090,
+    show_default=True,
+    type=int,
+    help="Port of the Prometheus /metrics endpoint (0 to disable).",
+)
 @click.option("--metrics-host", default="0.0.0.0", show_default=True)
-@click.option("--workers", default=8, show_default=True, type=int,
-              help="Threads running synchronous handlers.")
-@click.option("--resync-seconds", default=None, type=float,
-              help="Period of the level-triggered resync [default: 30, or TANDEM_RESYNC_SECONDS].")
+@click.option(
+    "--workers",
+    default=8,
+    show_default=True,
+    type=int,
+    help="Threads running synchronous handlers.",
+)
+@click.option(
+    "--resync-seconds",
+    default=None,
+    type=float,
+    help="Period of the level-triggered resync [default: 30, or TANDEM_RESYNC_SECONDS].",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def run(
     namespaces: tuple[str, ...],
@@ -154,7 +178,7 @@ def run(
     import kopf
     from prometheus_client import start_http_server
 
-    from tandem.reconcile import handlers  # noqa: F401  (registers the handlers)
+    from tandem.reconcile import autoscaling, handlers  # noqa: F401  (registers the handlers)
     from tandem.reconcile.metrics import OperatorMetrics
 
     logging.basicConfig(

@@ -17,10 +17,16 @@ CHART = ROOT / "charts" / "tandem"
 
 def helm() -> str:
     cache = Path(os.environ.get("TANDEM_CACHE", Path.home() / ".cache" / "tandem"))
-    for candidate in (os.environ.get("TANDEM_HELM"), shutil.which("helm"), str(cache / "bin" / "helm")):
+    for candidate in (
+        os.environ.get("TANDEM_HELM"),
+        shutil.which("helm"),
+        str(cache / "bin" / "helm"),
+    ):
         if candidate and Path(candidate).exists():
             return candidate
-    pytest.fail("helm not found: run `e2e/cluster.sh tools` (it installs helm into $TANDEM_CACHE/bin)")
+    pytest.fail(
+        "helm not found: run `e2e/cluster.sh tools` (it installs helm into $TANDEM_CACHE/bin)"
+    )
 
 
 def template(*sets: str) -> list[dict[str, Any]]:
@@ -36,16 +42,30 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def test_lint() -> None:
-    for sets in ([], ["watchNamespaces={ml,research}", "replicaCount=2"], ["metrics.serviceMonitor.enabled=true"]):
+    for sets in (
+        [],
+        ["watchNamespaces={ml,research}", "replicaCount=2"],
+        ["metrics.serviceMonitor.enabled=true"],
+    ):
         cmd = [helm(), "lint", str(CHART), "--strict"] + [a for s in sets for a in ("--set", s)]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_schema_rejects_bad_values() -> None:
-    r = subprocess.run([helm(), "template", "t", str(CHART), "--set", "replicaCount=0"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [helm(), "template", "t", str(CHART), "--set", "replicaCount=0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode != 0 and "replicaCount" in r.stderr
-    r = subprocess.run([helm(), "template", "t", str(CHART), "--set", "bogus=1"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [helm(), "template", "t", str(CHART), "--set", "bogus=1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode != 0
 
 
@@ -76,7 +96,12 @@ def test_rbac_least_privilege() -> None:
         assert "*" not in rule.get("apiGroups", [])
     resources = {r for rule in role["rules"] for r in rule["resources"]}
     assert "secrets" not in resources
-    assert {"inferenceservices", "inferenceservices/status", "deployments", "endpointslices"} <= resources
+    assert {
+        "inferenceservices",
+        "inferenceservices/status",
+        "deployments",
+        "endpointslices",
+    } <= resources
 
 
 def test_namespaced_mode_uses_roles() -> None:

@@ -14,7 +14,25 @@ from tandem.build.router import ROUTER_COMMAND
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "images"
-INSTRUCTIONS = {"FROM", "RUN", "COPY", "ADD", "ENV", "ARG", "WORKDIR", "USER", "EXPOSE", "ENTRYPOINT", "CMD", "LABEL", "HEALTHCHECK", "SHELL", "VOLUME", "STOPSIGNAL", "ONBUILD"}
+INSTRUCTIONS = {
+    "FROM",
+    "RUN",
+    "COPY",
+    "ADD",
+    "ENV",
+    "ARG",
+    "WORKDIR",
+    "USER",
+    "EXPOSE",
+    "ENTRYPOINT",
+    "CMD",
+    "LABEL",
+    "HEALTHCHECK",
+    "SHELL",
+    "VOLUME",
+    "STOPSIGNAL",
+    "ONBUILD",
+}
 
 
 def parse(path: Path) -> list[tuple[str, str]]:

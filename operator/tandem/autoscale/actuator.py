@@ -26,6 +26,7 @@ from tandem.autoscale.drain import deletion_costs
 from tandem.autoscale.metrics import AutoscalerMetrics
 from tandem.autoscale.observation import PoolObservation, missing
 from tandem.autoscale.policy import Evaluation, PolicyMemory, PoolDecision, PoolState, evaluate
+from tandem.autoscale.rates import RateMemory
 from tandem.autoscale.sources import MetricSource, PodRef, PoolTarget
 
 FIELD_MANAGER = "tandem-autoscaler"
@@ -74,13 +75,14 @@ class Autoscaler:
         hooks: ClusterHooks,
         metrics: AutoscalerMetrics,
         memory: PolicyMemory | None = None,
-        claim_replicas: bool = True,
+        claim_replicas: bool = False,
     ) -> None:
         self.namespace, self.name = namespace, name
         self._config, self._source, self._hooks, self._metrics = config, source, hooks, metrics
         self._memory = memory or PolicyMemory()
-        # Write the current replicas once per pool so FIELD_MANAGER owns spec.replicas before
-        # the reconciler stops sending it (server-side apply would otherwise reset it to 1).
+        # Optionally write the current replicas once per pool so FIELD_MANAGER owns
+        # spec.replicas before anyone stops sending it (server-side apply would otherwise reset
+        # it to 1). Off by default: reconcile.reconciler.hand_over_replicas already does it.
         self._unclaimed: set[Role] = set(ROLES) if claim_replicas else set()
 
     @property
@@ -92,12 +94,12 @@ class Autoscaler:
         return self._config
 
     def reconfigure(self, config: AutoscalerConfig, source: MetricSource | None = None) -> None:
-        """Take a new spec; a pool whose GPUs per replica changed forgets its learnt batch size."""
+        """Take a new spec; a pool whose GPUs per replica changed forgets what it learnt."""
         mem = self._memory
         for role in ROLES:
             old, new = self._config.policy.pool(role), config.policy.pool(role)
             if old.gpus_per_replica != new.gpus_per_replica:
-                reset = replace(mem.pool(role), capacity=0.0)
+                reset = replace(mem.pool(role), capacity=0.0, rates=RateMemory())
                 mem = replace(mem, **{role: reset})
         self._memory, self._config = mem, config
         if source is not None:

@@ -26,6 +26,8 @@ class PodSample:
     # vllm:num_requests_waiting_by_reason{reason="deferred"}. On NIXL decoders in-flight pulls
     # land here, and more replicas would not make them finish sooner.
     deferred: float = 0.0
+    # vllm:request_success_total: requests finished since the engine started (a counter).
+    completed: float | None = None
 
 
 @dataclass(frozen=True)

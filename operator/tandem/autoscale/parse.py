@@ -19,6 +19,7 @@ WAITING: Final = "vllm:num_requests_waiting"
 WAITING_BY_REASON: Final = "vllm:num_requests_waiting_by_reason"
 RUNNING: Final = "vllm:num_requests_running"
 KV_USAGE: Final = "vllm:kv_cache_usage_perc"
+COMPLETED: Final = "vllm:request_success_total"
 ROUTER_QUEUE: Final = "tandem_router_queue_depth"
 
 
@@ -32,6 +33,7 @@ class EngineGauges:
     running: float
     kv_usage: float | None
     deferred: float
+    completed: float | None
 
 
 def _samples(text: str, wanted: Iterable[str]) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -49,7 +51,7 @@ def _samples(text: str, wanted: Iterable[str]) -> dict[str, list[tuple[dict[str,
 
 def engine_gauges(text: str) -> EngineGauges:
     """The queue gauges of one vLLM pod's ``/metrics`` text."""
-    found = _samples(text, (WAITING, WAITING_BY_REASON, RUNNING, KV_USAGE))
+    found = _samples(text, (WAITING, WAITING_BY_REASON, RUNNING, KV_USAGE, COMPLETED))
     if not found[WAITING] or not found[RUNNING]:
         raise MetricsFormatError(f"no {WAITING} / {RUNNING} samples: not a vLLM engine?")
     kv = [v for _, v in found[KV_USAGE]]
@@ -61,6 +63,8 @@ def engine_gauges(text: str) -> EngineGauges:
         running=sum(v for _, v in found[RUNNING]),
         kv_usage=sum(kv) / len(kv) if kv else None,
         deferred=deferred,
+        # Summed over finished_reason and engines; absent before a pod's first request.
+        completed=sum(v for _, v in found[COMPLETED]) if found[COMPLETED] else None,
     )
 
 

@@ -7,7 +7,7 @@ replicas, one :class:`~tandem.autoscale.observation.PoolObservation`) plus the
 message) and the memory to keep for the next tick. Nothing here reads a clock or does I/O, so the
 simulator (bench/autoscale_sim.py) runs the very same code against modelled metrics.
 
-How one pool's need is computed (``_assess``):
+How one pool's need is computed (:mod:`tandem.autoscale.need`):
 
 - A replica is "at target" when it runs a full batch and has ``targetWaitingPerReplica``
   requests queued behind it. Its batch size is not configured anywhere, so it is learnt: the
@@ -19,12 +19,27 @@ How one pool's need is computed (``_assess``):
   replicas would not serve them sooner.
 - KV need (decode by default) = sum of KV-cache usage over pods / target usage, the HPA
   utilisation formula, because KV pressure precedes preemption and queueing.
-- Need = max of the two; within 10% of the current replicas counts as "no change" (HPA's
-  default tolerance), which keeps ceil() from flapping one replica around a boundary.
+- Learnt rates (:mod:`tandem.autoscale.rates`, from ``vllm:request_success_total``): the
+  arrival rate, its trend, and the service rate of one saturated replica. They add three rules
+  once a pool has been saturated once (before that, queue and KV alone decide):
+  arrivals that already saturate the pool (arrival / service > need) scale it before a queue
+  forms (``ArrivalRateRising``); a transient backlog (replicas still starting, or the queue
+  already shrinking) asks only for (arrivals + excess queue / 60 s) / service, not for a
+  replica per queued batch, which is what "replicas still starting absorb load" means in
+  numbers; and a scale-down never goes below what serves the arrivals expected one cold start
+  ahead (a rising trend extrapolated ``HORIZON_S``) at ``RATE_UTILISATION``.
+- The need triggers a scale-up when above the current replicas by more than 10% (HPA's default
+  tolerance). A scale-down goes only to the count that keeps every replica at or below half of
+  both thresholds (``HEADROOM``) and serves the expected arrivals: between the two the pool
+  stays put. The band is what stops oscillation: a replica's step time grows with its batch,
+  so the load left on fewer replicas grows faster than linearly.
 - Replicas still starting count as capacity: the need is compared with *all* replicas, so load
   that starting replicas will absorb does not add more (reason ``ColdStartInProgress``).
 - Missing, stale or partial metrics HOLD: the recommendation is never below the current
   replicas (partial sums are lower bounds, so a scale-up they justify still happens).
+
+The constants (in :mod:`tandem.autoscale.need`) come from cited figures and were checked in the
+simulator; the measurements behind each are in bench/README-autoscale.md.
 
 Damping (``_stabilize``) is the HPA's: scale-up takes the lowest recommendation over its window
 (default 0 s: at once), scale-down the highest over its window (default 300 s); in addition a
@@ -38,81 +53,27 @@ prefill:decode ratio and the GPU budget chosen jointly for both pools.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 
 from tandem.autoscale.config import ROLES, PolicyConfig, PoolPolicy, Role
 from tandem.autoscale.coupling import PoolBox, couple, ratio_violation
+from tandem.autoscale.need import Need, assess
 from tandem.autoscale.observation import PoolObservation
+from tandem.autoscale.reasons import HOLD_REASONS, Reason
+from tandem.autoscale.state import PolicyMemory, PoolMemory, PoolState, Recommendation
 
-# HPA's default --horizontal-pod-autoscaler-tolerance: a need within 10% of the current
-# replicas is treated as met.
-TOLERANCE = 0.1
-
-
-class Reason(StrEnum):
-    """Why a pool has the replicas it was given; one word, CamelCase (API conventions)."""
-
-    QUEUE_ABOVE_TARGET = "QueueAboveTarget"
-    KV_CACHE_PRESSURE = "KVCachePressure"
-    LOAD_BELOW_TARGET = "LoadBelowTarget"
-    IDLE = "Idle"
-    STABLE = "Stable"
-    SCALE_UP_STABILIZING = "ScaleUpStabilizing"
-    SCALE_DOWN_STABILIZING = "ScaleDownStabilizing"
-    COLD_START = "ColdStartInProgress"
-    METRICS_MISSING = "MetricsMissing"
-    METRICS_STALE = "MetricsStale"
-    METRICS_PARTIAL = "MetricsPartial"
-    AT_MAX = "AtMaxReplicas"
-    AT_MIN = "AtMinReplicas"
-    GPU_BUDGET = "GPUBudget"
-    RATIO_BOUND = "RatioBound"
-
-
-HOLD_REASONS = frozenset(
-    {Reason.METRICS_MISSING, Reason.METRICS_STALE, Reason.METRICS_PARTIAL, Reason.COLD_START}
-)
-
-
-@dataclass(frozen=True)
-class PoolState:
-    """The pool's workload as Kubernetes reports it."""
-
-    replicas: int  # spec.replicas: ready plus still starting
-    ready_replicas: int
-
-    @property
-    def starting(self) -> int:
-        return max(0, self.replicas - self.ready_replicas)
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    at: float
-    replicas: int
-
-
-@dataclass(frozen=True)
-class PoolMemory:
-    """What one pool's policy carries between ticks (the actuator stores it, opaque)."""
-
-    history: tuple[Recommendation, ...] = ()
-    observing_since: float | None = None
-    last_change: float | None = None
-    last_scale_up: float | None = None
-    capacity: float = 0.0
-
-
-@dataclass(frozen=True)
-class PolicyMemory:
-    prefill: PoolMemory = field(default_factory=PoolMemory)
-    decode: PoolMemory = field(default_factory=PoolMemory)
-
-    def pool(self, role: Role) -> PoolMemory:
-        return self.prefill if role == "prefill" else self.decode
+__all__ = [
+    "HOLD_REASONS",
+    "Evaluation",
+    "PolicyMemory",
+    "PoolDecision",
+    "PoolMemory",
+    "PoolState",
+    "Reason",
+    "Recommendation",
+    "evaluate",
+]
 
 
 @dataclass(frozen=True)
@@ -145,96 +106,8 @@ class Evaluation:
         return (self.prefill, self.decode)
 
 
-@dataclass(frozen=True)
-class _Need:
-    recommended: int
-    driver: Reason
-    hold: Reason | None
-    pressure: float
-    capacity: float
-    detail: str
-
-
-def _held(current: int, reason: Reason, detail: str, capacity: float) -> _Need:
-    return _Need(current, reason, reason, 1.0, capacity, detail)
-
-
-def _assess(
-    pol: PoolPolicy,
-    obs: PoolObservation,
-    state: PoolState,
-    mem: PoolMemory,
-    now: float,
-    stale_after: float,
-) -> _Need:
-    cur = state.replicas
-    if obs.error is not None:
-        return _held(cur, Reason.METRICS_MISSING, f"metrics unavailable: {obs.error}", mem.capacity)
-    if state.ready_replicas == 0 and cur > 0:
-        return _held(cur, Reason.COLD_START, f"no replica ready yet, {cur} starting", mem.capacity)
-    if state.ready_replicas > 0 and obs.pods_reporting == 0:
-        return _held(
-            cur,
-            Reason.METRICS_MISSING,
-            f"none of {state.ready_replicas} ready pods reported metrics",
-            mem.capacity,
-        )
-    if obs.sampled_at is None or now - obs.sampled_at > stale_after:
-        age = "unknown" if obs.sampled_at is None else f"{now - obs.sampled_at:.0f}s"
-        return _held(
-            cur,
-            Reason.METRICS_STALE,
-            f"newest sample is {age} old (limit {stale_after:.0f}s)",
-            mem.capacity,
-        )
-
-    capacity = max(mem.capacity, obs.running_max)
-    engine_waiting = max(0.0, obs.waiting - obs.deferred)
-    waiting = engine_waiting + obs.router_pending
-    demand = waiting + obs.running
-    queue_need = demand / (capacity + pol.target_waiting_per_replica)
-    kv_target = pol.target_kv_cache_usage
-    kv_need = obs.kv_usage_sum / kv_target if kv_target and obs.kv_pods else 0.0
-    need = max(queue_need, kv_need)
-    within_tolerance = cur > 0 and abs(need / cur - 1.0) <= TOLERANCE
-    rec = cur if within_tolerance else math.ceil(need - 1e-9)
-
-    if rec > cur:
-        driver = Reason.KV_CACHE_PRESSURE if kv_need > queue_need else Reason.QUEUE_ABOVE_TARGET
-    elif rec < cur:
-        idle = demand == 0 and obs.kv_usage_sum == 0
-        driver = Reason.IDLE if idle else Reason.LOAD_BELOW_TARGET
-    else:
-        driver = Reason.STABLE
-
-    parts = [f"waiting {engine_waiting:g}"]
-    if obs.router_pending:
-        parts.append(f"router pending {obs.router_pending:g}")
-    parts.append(f"running {obs.running:g} on {obs.pods_reporting} pods")
-    if obs.kv_pods:
-        parts.append(f"KV usage {100 * obs.kv_usage_sum / obs.kv_pods:.0f}%")
-    detail = (
-        f"{', '.join(parts)}; batch ~{capacity:g}/replica, target waiting "
-        f"{pol.target_waiting_per_replica}/replica"
-        + (f", KV {100 * kv_target:.0f}%" if kv_target else "")
-        + f": needs {need:.2f} replicas"
-    )
-
-    hold: Reason | None = None
-    if obs.pods_reporting < state.ready_replicas or obs.failures:
-        # Sums over the pods that answered are lower bounds: good for scaling up, not down.
-        hold = Reason.METRICS_PARTIAL
-        detail += (
-            f" ({obs.pods_reporting}/{state.ready_replicas} pods reported"
-            + (f"; {len(obs.failures)} failures" if obs.failures else "")
-            + ")"
-        )
-        rec = max(rec, cur)
-    return _Need(rec, driver, hold, need / max(cur, 1), capacity, detail)
-
-
 def _stabilize(
-    pol: PoolPolicy, need: _Need, mem: PoolMemory, current: int, now: float
+    pol: PoolPolicy, need: Need, mem: PoolMemory, current: int, now: float
 ) -> tuple[int, tuple[Recommendation, ...], Reason | None]:
     """HPA-style damping; returns (stabilized replicas, new history, what blocked a change)."""
     up_w, down_w = pol.scale_up_stabilization_s, pol.scale_down_stabilization_s
@@ -275,7 +148,7 @@ def _reason(
     role: Role,
     pol: PoolPolicy,
     config: PolicyConfig,
-    need: _Need,
+    need: Need,
     blocked: Reason | None,
     stabilized: int,
     target: int,
@@ -346,13 +219,13 @@ def evaluate(
     now: float,
 ) -> Evaluation:
     """Decide both pools' replicas for this tick (see the module docstring)."""
-    needs: dict[Role, _Need] = {}
+    needs: dict[Role, Need] = {}
     stabilized: dict[Role, int] = {}
     histories: dict[Role, tuple[Recommendation, ...]] = {}
     blocked: dict[Role, Reason | None] = {}
     for role in ROLES:
         pol, mem, state = config.pool(role), memory.pool(role), states[role]
-        needs[role] = _assess(pol, observations[role], state, mem, now, config.stale_after_s)
+        needs[role] = assess(pol, observations[role], state, mem, now, config.stale_after_s)
         stabilized[role], histories[role], blocked[role] = _stabilize(
             pol, needs[role], mem, state.replicas, now
         )
@@ -416,6 +289,7 @@ def evaluate(
             last_change=now if changed else mem.last_change,
             last_scale_up=now if final > state.replicas else mem.last_scale_up,
             capacity=need.capacity,
+            rates=need.rates,
         )
     return Evaluation(
         prefill=decisions["prefill"],

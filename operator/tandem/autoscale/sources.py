@@ -99,7 +99,7 @@ async def scrape_pods(
             g = engine_gauges(await _get_text(session, _url(pod.ip, port, path), timeout))
         except Exception as exc:  # any failure of one pod is that pod's failure
             return f"{pod.name} ({pod.ip}): {_describe(exc, timeout)}"
-        return PodSample(pod.name, g.waiting, g.running, g.kv_usage, g.deferred)
+        return PodSample(pod.name, g.waiting, g.running, g.kv_usage, g.deferred, g.completed)
 
     results = await asyncio.gather(*(one(p) for p in pods))
     return (
@@ -199,6 +199,7 @@ def default_queries(namespace: str, name: str, role: Role) -> dict[str, str]:
         "deferred": (
             f'sum by (pod) (vllm:num_requests_waiting_by_reason{{{sel},reason="deferred"}})'
         ),
+        "completed": f"sum by (pod) (vllm:request_success_total{{{sel}}})",
         "fresh": f"min(timestamp(vllm:num_requests_waiting{{{sel}}}))",
         "router": (
             f'sum(tandem_router_queue_depth{{namespace="{namespace}",'
@@ -307,19 +308,22 @@ class PrometheusSource:
                 return {}
             return {_pod_key(labels, i): v for i, (labels, v) in enumerate(got)}
 
-        w, r, kv, deferred = (
-            per_pod("waiting"),
-            per_pod("running"),
-            per_pod("kv"),
-            per_pod("deferred"),
-        )
+        w, r, kv = per_pod("waiting"), per_pod("running"), per_pod("kv")
+        deferred, completed = per_pod("deferred"), per_pod("completed")
         fresh = answers.get("fresh", [])
         if isinstance(fresh, str):
             failures.append(fresh)
         stamps = [] if isinstance(fresh, str) else [v for _, v in fresh]
         router = per_pod("router") if "router" in answers else {}
         samples = [
-            PodSample(pod, w[pod], r.get(pod, 0.0), kv.get(pod), deferred.get(pod, 0.0))
+            PodSample(
+                pod,
+                w[pod],
+                r.get(pod, 0.0),
+                kv.get(pod),
+                deferred.get(pod, 0.0),
+                completed.get(pod),
+            )
             for pod in sorted(w)
         ]
         return observe(

@@ -37,6 +37,7 @@ CACHE_MOUNT: Final = "/var/cache/vllm"
 # P and D must hash prompt chunks identically (LMCache keys chunks with Python's hash()).
 PYTHONHASHSEED: Final = "0"
 NIXL_PORT_NAME: Final = "nixl"
+PRESTOP_SECONDS: Final = 15
 
 # Flags Tandem derives; engine/pool args may not override them (the reconciler reports
 # ConflictingEngineArgs instead of starting engines that disagree with the router).
@@ -264,6 +265,9 @@ def pod_template(
         "readinessProbe": _probe("/health", ENGINE_PORT_NAME, 5, 3),
         "livenessProbe": _probe("/health", ENGINE_PORT_NAME, 10, 3),
         "securityContext": {"allowPrivilegeEscalation": False},
+        # Keep serving while the router notices the endpoint is gone (EndpointSlice update),
+        # then let vLLM finish in-flight requests within the grace period.
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SECONDS)]}}},
     }
     pod_spec: dict[str, Any] = {
         "containers": [container],

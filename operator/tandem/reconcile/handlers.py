@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 
 from tandem.api.v1alpha1 import GROUP, PLURAL, VERSION
+from tandem.autoscale.metrics import AutoscalerMetrics
 from tandem.build.names import LABEL_INSTANCE, MANAGED_BY
 from tandem.reconcile.k8s import ApiError, Forbidden, Kube, NotFound, load_api_client
 from tandem.reconcile.metrics import OperatorMetrics
@@ -53,6 +54,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         memo.kube = Kube(api=load_api_client())
     if getattr(memo, "metrics", None) is None:
         memo.metrics = OperatorMetrics()
+    if getattr(memo, "autoscaler_metrics", None) is None:
+        memo.autoscaler_metrics = AutoscalerMetrics(memo.metrics.registry)
 
 
 def _emit(body: Any, outcome: Outcome) -> None:
@@ -114,9 +117,7 @@ def on_resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
-def on_child_event(
-    body: kopf.Body, memo: kopf.Memo, type: str | None, **_: Any
-) -> None:
+def on_child_event(body: kopf.Body, memo: kopf.Memo, type: str | None, **_: Any) -> None:
     """A pool or router Deployment changed: refresh the owner's status (no applies)."""
     name = body.get("metadata", {}).get("labels", {}).get(LABEL_INSTANCE)
     namespace = body.get("metadata", {}).get("namespace")

@@ -7,11 +7,12 @@ into a few domain errors so no HTTP status codes leak into the reconcile logic.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -118,7 +119,7 @@ class Kube:
     field_manager: str = "tandem"
     timeout: float = 30.0
     _nodes_cache: tuple[float, list[Obj]] | None = None
-    _lock: threading.Lock = threading.Lock()
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     on_request: Callable[[str, str], None] | None = None
 
     def request(
@@ -192,10 +193,17 @@ class Kube:
         body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         if uid:
             body["preconditions"] = {"uid": uid}
-        try:
+        with contextlib.suppress(NotFound):
             self.request("DELETE", path(kind, namespace, name), body=body)
-        except NotFound:
-            pass
+
+    def patch(self, kind: str, namespace: str | None, name: str, body: Obj) -> Obj:
+        """JSON merge patch (used for annotations such as pod-deletion-cost)."""
+        return self.request(
+            "PATCH",
+            path(kind, namespace, name),
+            body=body,
+            content_type="application/merge-patch+json",
+        )
 
     def patch_status(self, namespace: str, name: str, status: Obj, resource_version: str) -> Obj:
         """Merge-patch the status subresource; 409 if someone wrote in between."""

@@ -14,7 +14,10 @@ class OperatorMetrics:
     def __post_init__(self) -> None:
         r = self.registry
         self.reconciles = Counter(
-            "tandem_reconciles_total", "Reconciles by trigger and result.", ["trigger", "result"], registry=r
+            "tandem_reconciles_total",
+            "Reconciles by trigger and result.",
+            ["trigger", "result"],
+            registry=r,
         )
         self.errors = Counter(
             "tandem_reconcile_errors_total", "Reconcile errors by kind.", ["error"], registry=r
@@ -27,14 +30,23 @@ class OperatorMetrics:
             registry=r,
         )
         self.applied = Counter(
-            "tandem_children_applied_total", "Children applied (server-side apply).", ["kind"], registry=r
+            "tandem_children_applied_total",
+            "Children applied (server-side apply).",
+            ["kind"],
+            registry=r,
         )
         self.pruned = Counter(
-            "tandem_children_pruned_total", "Children deleted as no longer desired.", ["kind"], registry=r
+            "tandem_children_pruned_total",
+            "Children deleted as no longer desired.",
+            ["kind"],
+            registry=r,
         )
         self.status_writes = Counter(
             "tandem_status_writes_total", "Status subresource writes.", registry=r
         )
         self.rejections = Counter(
-            "tandem_spec_rejections_total", "Specs set to Accepted=False, by reason.", ["reason"], registry=r
+            "tandem_spec_rejections_total",
+            "Specs set to Accepted=False, by reason.",
+            ["reason"],
+            registry=r,
         )

@@ -105,7 +105,10 @@ def hand_over_replicas(kube: Kube, live: dict[str, Any], replicas: int) -> None:
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": live["metadata"]["name"], "namespace": live["metadata"]["namespace"]},
+            "metadata": {
+                "name": live["metadata"]["name"],
+                "namespace": live["metadata"]["namespace"],
+            },
             "spec": {"replicas": replicas},
         },
         field_manager=AUTOSCALER_MANAGER,
@@ -144,7 +147,9 @@ def apply_children(
     for key, obj in list(live.items()):
         if key in wanted:
             continue
-        kube.delete(obj["kind"], owner.namespace, obj["metadata"]["name"], obj["metadata"].get("uid"))
+        kube.delete(
+            obj["kind"], owner.namespace, obj["metadata"]["name"], obj["metadata"].get("uid")
+        )
         live.pop(key)
         pruned.append(key)
         log.info("Pruned %s", key, extra={"instance": owner.name})
@@ -198,7 +203,9 @@ def reconcile(kube: Kube, body: dict[str, Any], *, apply: bool = True) -> Outcom
         try:
             outcome.applied, outcome.pruned = apply_children(kube, spec, owner, live)
         except Invalid as e:
-            rejection = Rejection(Reason.APPLY_FAILED, f"the API server rejected a child: {e.message}")
+            rejection = Rejection(
+                Reason.APPLY_FAILED, f"the API server rejected a child: {e.message}"
+            )
     prev_accepted = get_condition(previous.conditions, ConditionType.ACCEPTED)
     if rejection is not None:
         outcome.rejection = rejection
@@ -218,7 +225,9 @@ def reconcile(kube: Kube, body: dict[str, Any], *, apply: bool = True) -> Outcom
     else:
         # A status-only refresh keeps Accepted as it stands.
         if prev_accepted is not None:
-            acceptance = st.Acceptance(prev_accepted.status == "True", prev_accepted.reason, prev_accepted.message)
+            acceptance = st.Acceptance(
+                prev_accepted.status == "True", prev_accepted.reason, prev_accepted.message
+            )
         else:
             acceptance = st.Acceptance(True, Reason.ACCEPTED, "the spec is valid and applied")
         status_spec = spec
@@ -241,7 +250,14 @@ def status_equal(a: InferenceServiceStatus, b: InferenceServiceStatus) -> bool:
     return a.wire() == b.wire()
 
 
-def write_status(kube: Kube, namespace: str, name: str, resource_version: str, status: InferenceServiceStatus, retries: int = 5) -> None:
+def write_status(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    resource_version: str,
+    status: InferenceServiceStatus,
+    retries: int = 5,
+) -> None:
     """Merge-patch status with optimistic concurrency; on a conflict, re-read and retry.
 
     The autoscaler writes parts of status too; the resourceVersion precondition means neither
@@ -271,7 +287,9 @@ def write_status(kube: Kube, namespace: str, name: str, resource_version: str, s
                 merged.autoscaling = previous.autoscaling
             auto = get_condition(previous.conditions, ConditionType.AUTOSCALING)
             if auto is not None:
-                merged.conditions = [c for c in merged.conditions if c.type != ConditionType.AUTOSCALING] + [auto]
+                merged.conditions = [
+                    c for c in merged.conditions if c.type != ConditionType.AUTOSCALING
+                ] + [auto]
             wire = merged.wire()
             time.sleep(0.05 * (attempt + 1))
 
