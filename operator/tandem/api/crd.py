@@ -244,7 +244,10 @@ def _peering_crd(kind: str, plural: str, scope: str) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.kopf.dev", "labels": {"app.kubernetes.io/part-of": "tandem"}},
+        "metadata": {
+            "name": f"{plural}.kopf.dev",
+            "labels": {"app.kubernetes.io/part-of": "tandem"},
+        },
         "spec": {
             "group": "kopf.dev",
             "scope": scope,

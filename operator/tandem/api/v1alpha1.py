@@ -230,7 +230,8 @@ class EngineSpec(ApiModel):
     )
     kv_cache_dtype: KVCacheDtype = Field(
         alias="kvCacheDtype",
-        default=KVCacheDtype.AUTO, description="KV-cache dtype; fp8 halves KV memory and transfer."
+        default=KVCacheDtype.AUTO,
+        description="KV-cache dtype; fp8 halves KV memory and transfer.",
     )
     gpu_memory_utilization_percent: int | None = Field(
         default=None, ge=10, le=99, description="Share of GPU memory vLLM may use, in percent."
@@ -438,7 +439,9 @@ class LMCacheSettings(ApiModel):
         default=7500, description="Router port that receives LMCache's KV-ready notifications."
     )
     nixl_backends: list[NixlBackend] = Field(
-        default_factory=lambda: [NixlBackend.UCX], description="NIXL backends LMCache uses.", max_length=4
+        default_factory=lambda: [NixlBackend.UCX],
+        description="NIXL backends LMCache uses.",
+        max_length=4,
     )
     remote_cache: RemoteCache | None = Field(
         default=None, description="Optional shared remote KV cache (LMCache remote_url)."
@@ -447,7 +450,9 @@ class LMCacheSettings(ApiModel):
 
 class NixlSettings(ApiModel):
     backends: list[NixlBackend] = Field(
-        default_factory=lambda: [NixlBackend.UCX], description="NIXL transfer backends.", max_length=4
+        default_factory=lambda: [NixlBackend.UCX],
+        description="NIXL transfer backends.",
+        max_length=4,
     )
     side_channel_port: Port = Field(
         default=5600, description="NIXL handshake port (VLLM_NIXL_SIDE_CHANNEL_PORT)."
@@ -566,7 +571,10 @@ class PrometheusSource(ApiModel):
         max_length=512,
     )
     query_waiting: str | None = Field(
-        default=None, description="PromQL for waiting requests; {pool} expands to the pod regex."
+        default=None, description=(
+            "PromQL for waiting requests; {namespace}, {name}, {role} and {pool} (the pool's "
+            "pod-name regex) are expanded."
+        ),
     )
     query_running: str | None = Field(default=None, description="PromQL for running requests.")
     query_kv_usage: str | None = Field(default=None, description="PromQL for KV-cache usage.")
@@ -606,7 +614,9 @@ class Autoscaling(ApiModel):
     max_gpus: int | None = Field(
         default=None,
         alias="maxGPUs",
-        ge=1, le=100_000, description="GPU budget of both pools together."
+        ge=1,
+        le=100_000,
+        description="GPU budget of both pools together.",
     )
     stale_after_seconds: int = Field(
         default=30, ge=1, le=3600, description="Metrics older than this count as missing."
@@ -684,7 +694,8 @@ class InferenceServiceSpec(ApiModel):
     )
     kv_transfer: KVTransfer = Field(
         alias="kvTransfer",
-        default_factory=KVTransfer, description="How KV moves from prefill to decode."
+        default_factory=KVTransfer,
+        description="How KV moves from prefill to decode.",
     )
     router: RouterSpec = Field(default_factory=RouterSpec, description="The P/D router.")
     autoscaling: Autoscaling = Field(
