@@ -36,8 +36,21 @@ def main() -> int:
             raise
         print(f"\n==> kubectl get inferenceservices -n {NAMESPACE}")
         print(h.kubectl("get", "inferenceservices", "-n", NAMESPACE).stdout)
-        print(f"==> kubectl get deploy,svc,pods -l tandem.dev/instance={name} -n {NAMESPACE} -o wide")
-        print(h.kubectl("get", "deploy,svc,pods", "-l", f"tandem.dev/instance={name}", "-n", NAMESPACE, "-o", "wide").stdout)
+        print(
+            f"==> kubectl get deploy,svc,pods -l tandem.dev/instance={name} -n {NAMESPACE} -o wide"
+        )
+        print(
+            h.kubectl(
+                "get",
+                "deploy,svc,pods",
+                "-l",
+                f"tandem.dev/instance={name}",
+                "-n",
+                NAMESPACE,
+                "-o",
+                "wide",
+            ).stdout
+        )
         obj = h.isvc(name, NAMESPACE)
         print("==> status.conditions")
         for c in obj["status"]["conditions"]:
@@ -47,7 +60,9 @@ def main() -> int:
         dep = h.kget("deployment", f"{name}-prefill", NAMESPACE)
         c = dep["spec"]["template"]["spec"]["containers"][0]
         print("  " + " ".join(c["command"] + c["args"]))
-    print(f"\nDemo done in {time.monotonic() - t0:.1f}s. The cluster stays up: e2e/cluster.sh down removes it.")
+    print(
+        f"\nDemo done in {time.monotonic() - t0:.1f}s. The cluster stays up: e2e/cluster.sh down removes it."
+    )
     return 0
 
 
