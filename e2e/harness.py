@@ -244,11 +244,11 @@ def operator(kubeconfig: str, log_path: Path, **kw: Any) -> Iterator[OperatorPro
         op.stop()
 
 
-def example(name: str, namespace: str, **rename: str) -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
+def example(filename: str, namespace: str, name: str | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((EXAMPLES / filename).read_text())
     doc["metadata"]["namespace"] = namespace
-    if "name" in rename:
-        doc["metadata"]["name"] = rename["name"]
+    if name:
+        doc["metadata"]["name"] = name
     return doc
 
 

@@ -571,7 +571,8 @@ class PrometheusSource(ApiModel):
         max_length=512,
     )
     query_waiting: str | None = Field(
-        default=None, description=(
+        default=None,
+        description=(
             "PromQL for waiting requests; {namespace}, {name}, {role} and {pool} (the pool's "
             "pod-name regex) are expanded."
         ),

@@ -335,7 +335,6 @@ def pool_service(spec: InferenceServiceSpec, owner: Owner, role: str) -> dict[st
         "spec": {
             "clusterIP": "None",
             "selector": selector_labels(name, role),
-            "publishNotReadyAddresses": False,
             "ports": [
                 {
                     "name": ENGINE_PORT_NAME,

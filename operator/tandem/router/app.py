@@ -14,8 +14,9 @@ then the periodic prober, and the listening socket last.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from types import TracebackType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -24,26 +25,27 @@ from tandem.router.config import Connector, RouterConfig
 from tandem.router.dispatch import Dispatcher
 from tandem.router.endpoints import Endpoint, EndpointPool, Role
 from tandem.router.health import HealthProber
-from tandem.router.kvready import KvReadyHub
 from tandem.router.metrics import RouterMetrics
 from tandem.router.pick import PolicyName, make_policy
 from tandem.router.protocols.base import Handoff, RouterContext
 from tandem.router.protocols.nixl import NixlHandoff
 from tandem.router.server import RouterServer
 
+if TYPE_CHECKING:  # pyzmq and msgpack are needed only with --connector lmcache
+    from tandem.router.kvready import KvReadyHub
+
 log = logging.getLogger(__name__)
 
 
 class Discovery(Protocol):
-    """A source of endpoint URLs per role (see `discovery.KubernetesDiscovery`)."""
+    """A source of endpoint URLs per role (see `discovery.KubernetesDiscovery`).
 
-    async def start(self, apply: ApplyFn) -> None: ...
+    `start` must call `apply(role, urls)` on the event loop whenever a role's set changes.
+    """
+
+    async def start(self, apply: Callable[[Role, list[str]], None]) -> None: ...
 
     async def stop(self) -> None: ...
-
-
-class ApplyFn(Protocol):
-    def __call__(self, role: Role, urls: list[str], /) -> None: ...
 
 
 class Router:
@@ -105,9 +107,14 @@ class Router:
         # default of 100 pooled connections would silently cap throughput.
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=None), auto_decompress=False
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None),
+            auto_decompress=False,  # relay bytes as the engine sent them
+            cookie_jar=aiohttp.DummyCookieJar(),  # engines set no cookies; skip the bookkeeping
         )
         if cfg.connector is Connector.LMCACHE:
+            from tandem.router.kvready import KvReadyHub
+
             self.kv_hub = KvReadyHub(
                 cfg.host,
                 cfg.kv_ready_port,

@@ -74,7 +74,9 @@ class RouterConfig:
         # Accept the flag strings as well as the enums (tests and callers pass either).
         object.__setattr__(self, "connector", Connector(self.connector))
         object.__setattr__(self, "policy", PolicyName(self.policy))
-        object.__setattr__(self, "on_prefill_failure", PrefillFailurePolicy(self.on_prefill_failure))
+        object.__setattr__(
+            self, "on_prefill_failure", PrefillFailurePolicy(self.on_prefill_failure)
+        )
 
     @property
     def effective_prefill_timeout(self) -> float:

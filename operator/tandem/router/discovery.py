@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 #: Server-side watch window; after it the thread re-lists.
 WATCH_SECONDS = 60
+#: Client-side bound on a list call (seconds).
+LIST_TIMEOUT = 30
 MAX_BACKOFF = 30.0
 
 Apply = Callable[[Role, list[str]], None]
@@ -141,7 +143,9 @@ class KubernetesDiscovery:
         while not self._stopping.is_set():
             try:
                 listed = self._serialize(
-                    api.list_namespaced_endpoint_slice(namespace, label_selector=selector)
+                    api.list_namespaced_endpoint_slice(
+                        namespace, label_selector=selector, _request_timeout=LIST_TIMEOUT
+                    )
                 )
                 slices = {item["metadata"]["name"]: item for item in listed.get("items") or []}
                 maybe_publish(slices)
@@ -179,6 +183,8 @@ class KubernetesDiscovery:
                 label_selector=selector,
                 resource_version=version,
                 timeout_seconds=WATCH_SECONDS,
+                # A client-side bound too: a silently dead connection must not hang the thread.
+                _request_timeout=WATCH_SECONDS + LIST_TIMEOUT,
             ):
                 if self._stopping.is_set():
                     return

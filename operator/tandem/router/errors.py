@@ -22,6 +22,7 @@ class Outcome(StrEnum):
     DECODE_FAILED = "decode_failed"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
+    INTERNAL_ERROR = "internal_error"
 
 
 class RouterError(Exception):
@@ -29,7 +30,7 @@ class RouterError(Exception):
 
     status = 500
     type = "internal_error"
-    outcome = Outcome.DECODE_FAILED
+    outcome = Outcome.INTERNAL_ERROR
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -86,6 +87,10 @@ class RequestTimeout(RouterError):
     status = 504
     type = "timeout"
     outcome = Outcome.TIMEOUT
+
+
+class InternalError(RouterError):
+    """A bug in the router; logged with its traceback."""
 
 
 class PrefillFailure(Exception):

@@ -1,10 +1,11 @@
 """Active health checks (`GET /health`) and optional load scraping (`GET /metrics`) of engines.
 
 vLLM answers `/health` 200, or 503 once its engine died (dataplane.md §7); a refused connection
-means the server is not up (yet). Every `--health-interval` each endpoint is probed; endpoints that
-discovery just added are probed at once, so a new pod takes traffic within milliseconds of being
-reported ready instead of up to one interval later. Requests also mark an engine unhealthy when
-a connection to it is refused (passive check), and the next good probe restores it.
+means the server is not up (yet). Every `--health-interval` each endpoint is probed, and those
+that are down are re-probed every second in between; endpoints that discovery just added are
+probed at once, so a new pod takes traffic within milliseconds of being reported ready. Requests
+also mark an engine unhealthy when a connection to it is refused (passive check), and the next
+good probe (at most a second later) restores it.
 
 With `--metrics-refresh-seconds S > 0`, the engines' waiting/running gauges are scraped every S
 seconds and blended into the least-loaded score (see `pick.request_load`).
@@ -19,11 +20,14 @@ from collections.abc import Iterable, Mapping
 
 import aiohttp
 
-from tandem.router.endpoints import Endpoint, EndpointPool, Role
+from tandem.router.endpoints import Endpoint, EndpointPool, HealthState, Role
 from tandem.router.enginemetrics import parse_engine_load
 from tandem.router.upstream import get_status, get_text
 
 log = logging.getLogger(__name__)
+
+#: How often endpoints that are down (or not yet probed successfully) are re-probed.
+UNHEALTHY_RECHECK_SECONDS = 1.0
 
 
 class HealthProber:
@@ -80,9 +84,25 @@ class HealthProber:
         self._pools[ep.role].set_health(ep.url, healthy)
 
     async def _health_loop(self) -> None:
+        """Probe everything every interval, and endpoints that are not healthy every second
+        in between, so an engine that finishes loading takes traffic within about a second."""
+        tick = min(self._interval, UNHEALTHY_RECHECK_SECONDS)
+        loop = asyncio.get_running_loop()
+        next_full = loop.time()
         while True:
-            await self.probe_all()
-            await asyncio.sleep(self._interval)
+            if loop.time() >= next_full:
+                next_full = loop.time() + self._interval
+                await self.probe_all()
+            else:
+                await asyncio.gather(
+                    *(
+                        self._probe(ep)
+                        for pool in self._pools.values()
+                        for ep in list(pool.endpoints.values())
+                        if ep.state is not HealthState.HEALTHY
+                    )
+                )
+            await asyncio.sleep(tick)
 
     async def _scrape(self, ep: Endpoint) -> None:
         try:

@@ -201,7 +201,7 @@ class KvReadyHub:
             try:
                 self.handle(raw)
             except Exception:  # a bad message must not stop the receiver
-                log.exception("Failed to handle KV-ready message")
+                log.exception("Failed handling KV-ready message")
 
     def handle(self, raw: bytes) -> None:
         """Deliver a notification locally, relay it to its owner, or drop it."""

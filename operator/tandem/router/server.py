@@ -14,7 +14,6 @@ one `tandem_router_requests_total{route,outcome}` sample:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -25,12 +24,14 @@ from aiohttp import web
 
 from tandem.router.endpoints import EndpointPool, Role
 from tandem.router.errors import (
+    InternalError,
     InvalidRequest,
     Outcome,
     RequestTimeout,
     RouterError,
     UpstreamClientError,
 )
+from tandem.router.jsonbody import parse_object
 from tandem.router.reply import Reply
 from tandem.router.request import CHAT_PATH, COMPLETIONS_PATH, ClientRequest, request_prefix_hash
 
@@ -54,6 +55,13 @@ def health_report(pools: Mapping[Role, EndpointPool]) -> tuple[bool, dict[str, A
         return False, body
     body["status"] = "ok"
     return True, body
+
+
+def request_id(client_id: str | None) -> str:
+    """The id both legs carry in `X-Request-Id`: unique even when clients reuse their ids
+    (vLLM derives its internal request id from this header), yet traceable to the client's."""
+    unique = uuid.uuid4().hex
+    return f"{client_id[:64]}-{unique[:12]}" if client_id else unique
 
 
 class RouterServer:
@@ -118,16 +126,15 @@ class RouterServer:
 
     def _parse(self, request: web.Request, raw: bytes, received: float) -> ClientRequest:
         try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
-        if not isinstance(body, dict):
-            raise InvalidRequest("request body must be a JSON object")
+            parsed = parse_object(raw)
+        except (ValueError, RecursionError) as exc:
+            raise InvalidRequest(f"request body is not a JSON object: {exc}") from exc
+        body = parsed.values
         creq = ClientRequest(
             path=request.path,
-            body=body,
+            parsed=parsed,
             raw=raw,
-            request_id=request.headers.get("X-Request-Id") or uuid.uuid4().hex,
+            request_id=request_id(request.headers.get("X-Request-Id")),
             headers=request.headers,
             received_at=received,
         )
@@ -163,6 +170,11 @@ class RouterServer:
         except (asyncio.CancelledError, ConnectionResetError):
             outcome = Outcome.CANCELLED
             raise
+        except Exception as exc:  # a bug must still produce a well-formed answer and a metric
+            log.exception("Failed with an unexpected error")
+            internal = InternalError(f"internal router error: {type(exc).__name__}")
+            outcome = internal.outcome
+            await self._report(reply, internal)
         finally:
             route = creq.route.value if creq is not None else "none"
             metrics.requests.labels(route, outcome.value).inc()

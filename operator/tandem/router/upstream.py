@@ -15,14 +15,13 @@ the TCP connection, which is how vLLM learns that a request was abandoned and ab
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
 
 import aiohttp
 
 from tandem.router.errors import UpstreamClientError
+from tandem.router.jsonbody import JsonBody, parse_object
 
 
 class UpstreamServerError(Exception):
@@ -96,20 +95,17 @@ async def open_post(
 
 async def post_json(
     session: aiohttp.ClientSession, url: str, payload: bytes, headers: Mapping[str, str]
-) -> dict[str, Any]:
-    """POST and return the JSON object of a 2xx answer."""
+) -> JsonBody:
+    """POST and return the JSON object of a 2xx answer (with its fields' source text)."""
     async with open_post(session, url, payload, headers) as resp:
         try:
             body = await resp.read()
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamUnreachable(url, repr(exc), connect=False) from exc
     try:
-        data = json.loads(body)
+        return parse_object(body)
     except ValueError as exc:
-        raise UpstreamServerError(resp.status, f"invalid JSON: {_snippet(body)}") from exc
-    if not isinstance(data, dict):
-        raise UpstreamServerError(resp.status, f"expected a JSON object: {_snippet(body)}")
-    return data
+        raise UpstreamServerError(resp.status, f"expected a JSON object: {_snippet(body)}") from exc
 
 
 async def get_status(session: aiohttp.ClientSession, url: str, timeout: float) -> int:

@@ -24,18 +24,19 @@ import asyncio
 import json
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
 
-from tandem.router import chatshape, sse
+from tandem.router import sse
 from tandem.router.endpoints import Endpoint, Role
 from tandem.router.errors import DecodeFailed, PrefillFailure
+from tandem.router.jsonbody import Edit
 from tandem.router.kvready import KvReadyHub
 from tandem.router.protocols.base import RouterContext
 from tandem.router.protocols.prefill import call_prefill
 from tandem.router.protocols.relay import open_decode, upstream_chunks
+from tandem.router.protocols.stitch import FirstToken, Stitcher, parse_first_token
 from tandem.router.reply import Reply
 from tandem.router.request import (
     COMPLETIONS_PATH,
@@ -56,8 +57,11 @@ CHAT_ONLY_KEYS: Final = frozenset(
         "functions", "function_call", "max_completion_tokens", "mm_processor_kwargs",
     }
 )  # fmt: skip
-#: Fields the legs set themselves.
-_LEG_KEYS: Final = frozenset({"prompt", "kv_transfer_params", "stream", "stream_options"})
+#: Fields the legs set themselves (the client's copies are dropped). `min_tokens` would fail
+#: validation against the prefill's `max_tokens: 1`; the decode leg sets it one lower.
+_LEG_KEYS: Final = frozenset(
+    {"prompt", "kv_transfer_params", "stream", "stream_options", "min_tokens"}
+)
 #: Chat fields `/tokenize` uses to render the prompt exactly as `/v1/chat/completions` would.
 TOKENIZE_CHAT_KEYS: Final = (
     "messages", "add_generation_prompt", "continue_final_message", "chat_template",
@@ -70,15 +74,23 @@ DETOKENIZE_PATH: Final = "/detokenize"
 # --- pure request builders ----------------------------------------------------------------
 
 
-def tokenize_body(body: dict[str, Any], *, is_chat: bool) -> dict[str, Any]:
-    """The `/tokenize` request for a client body."""
-    out: dict[str, Any] = {"model": body["model"]} if "model" in body else {}
-    if is_chat:
-        out.update({k: body[k] for k in TOKENIZE_CHAT_KEYS if k in body})
-    else:
-        out["prompt"] = prompt_text(body, is_chat=False)
-        out["add_special_tokens"] = body.get("add_special_tokens", True)
-    return out
+def tokenize_edit(body: dict[str, Any], *, is_chat: bool) -> Edit:
+    """The `/tokenize` request: the client body reduced to the fields `/tokenize` reads."""
+    keep = {"model", *TOKENIZE_CHAT_KEYS} if is_chat else {"model", "prompt", "add_special_tokens"}
+    changes: dict[str, Any] = {}
+    if not is_chat:
+        changes["add_special_tokens"] = body.get("add_special_tokens", True)
+        if not isinstance(body.get("prompt"), str):  # ["one prompt"] → "one prompt"
+            changes["prompt"] = prompt_text(body, is_chat=False)
+    return Edit(drop=frozenset(body.keys() - keep), set_=changes)
+
+
+def tokens_json(tokens: list[int], extra: int | None = None) -> str:
+    """A token-id list as JSON text, optionally with one more token (encoded once per request)."""
+    text = json.dumps(tokens, separators=(",", ":"))
+    if extra is None:
+        return text
+    return f"[{extra}]" if not tokens else text[:-1] + f",{extra}]"
 
 
 def requested_max_tokens(body: dict[str, Any], *, is_chat: bool) -> int | None:
@@ -88,12 +100,6 @@ def requested_max_tokens(body: dict[str, Any], *, is_chat: bool) -> int | None:
         return value if isinstance(value, int) else None
     value = body.get("max_tokens")
     return value if isinstance(value, int) else DEFAULT_COMPLETION_MAX_TOKENS
-
-
-def completion_params(body: dict[str, Any], *, is_chat: bool) -> dict[str, Any]:
-    """The client's sampling parameters, fit for `/v1/completions` with token ids."""
-    skip = _LEG_KEYS | {"max_tokens"} | (CHAT_ONLY_KEYS if is_chat else frozenset())
-    return {k: v for k, v in body.items() if k not in skip}
 
 
 def disagg_spec(
@@ -108,147 +114,38 @@ def disagg_spec(
     }
 
 
-def prefill_body(
-    body: dict[str, Any], tokens: list[int], spec: dict[str, Any], *, is_chat: bool
-) -> dict[str, Any]:
+def _dropped(is_chat: bool) -> frozenset[str]:
+    return _LEG_KEYS | {"max_tokens"} | (CHAT_ONLY_KEYS if is_chat else frozenset())
+
+
+def prefill_edit(prompt_json: str, spec: dict[str, Any], *, is_chat: bool) -> Edit:
     """The prefill leg: token ids, one token, no streaming, and the hand-off request."""
-    out = completion_params(body, is_chat=is_chat)
-    out.update(
-        prompt=tokens,
-        max_tokens=1,
-        stream=False,
-        kv_transfer_params={"ret_first_tok": True, "disagg_spec": spec},
+    return Edit(
+        drop=_dropped(is_chat),
+        set_={
+            "max_tokens": 1,
+            "stream": False,
+            "kv_transfer_params": {"ret_first_tok": True, "disagg_spec": spec},
+        },
+        raw={"prompt": prompt_json},
     )
-    return out
 
 
-def decode_body(
-    body: dict[str, Any], tokens: list[int], first_tok: int, remaining: int | None, *, is_chat: bool
-) -> dict[str, Any]:
+def decode_edit(
+    body: dict[str, Any], prompt_json: str, remaining: int | None, *, is_chat: bool
+) -> Edit:
     """The decode leg: prompt plus first token, one token fewer, no `kv_transfer_params`."""
-    out = completion_params(body, is_chat=is_chat)
-    out["prompt"] = [*tokens, first_tok]
+    stream = bool(body.get("stream"))
+    drop = _dropped(is_chat)
+    if stream and "stream_options" in body:
+        drop -= {"stream_options"}
+    changes: dict[str, Any] = {"stream": stream}
     if remaining is not None:
-        out["max_tokens"] = remaining
-    out["stream"] = bool(body.get("stream"))
-    if out["stream"] and "stream_options" in body:
-        out["stream_options"] = body["stream_options"]
-    return out
-
-
-# --- pure answer builders -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class FirstToken:
-    """What the prefill answer says about the first generated token."""
-
-    token: int
-    text: str | None
-    finish_reason: str | None
-
-
-def parse_first_token(answer: dict[str, Any]) -> FirstToken:
-    """Read `kv_transfer_params.first_tok` (and the text, if any); ValueError if missing."""
-    params = answer.get("kv_transfer_params")
-    token = params.get("first_tok") if isinstance(params, dict) else None
-    if not isinstance(token, int):
-        raise ValueError("prefill answer has no kv_transfer_params.first_tok")
-    choices = answer.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    text = choice.get("text")
-    return FirstToken(
-        token=token,
-        text=text if isinstance(text, str) else None,
-        finish_reason=choice.get("finish_reason"),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Stitcher:
-    """Builds the client's answer: the first token, then the decoder's output, in its format."""
-
-    completion_id: str
-    model: str
-    created: int
-    first_text: str
-    prompt_tokens: int
-    is_chat: bool
-
-    def _completion_chunk(self, text: str, finish_reason: str | None) -> dict[str, Any]:
-        return {
-            "id": self.completion_id,
-            "object": "text_completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "text": text,
-                    "logprobs": None,
-                    "finish_reason": finish_reason,
-                    "stop_reason": None,
-                }
-            ],
-            "usage": None,
-        }
-
-    def _shape(self, chunk: dict[str, Any], *, head: bool = False) -> dict[str, Any]:
-        return chatshape.chunk_to_chat(chunk, with_role=head) if self.is_chat else chunk
-
-    def head_event(self) -> bytes:
-        """The synthesized first event carrying the first token."""
-        return sse.encode_event(
-            self._shape(self._completion_chunk(self.first_text, None), head=True)
-        )
-
-    def fix_usage(self, usage: Any) -> Any:
-        """The decoder counted the first token as prompt; give it back to the completion."""
-        if not isinstance(usage, dict):
-            return usage
-        out = dict(usage)
-        out["prompt_tokens"] = self.prompt_tokens
-        if isinstance(usage.get("completion_tokens"), int):
-            out["completion_tokens"] = usage["completion_tokens"] + 1
-        return out
-
-    def event(self, payload: bytes) -> bytes:
-        """One decoder SSE payload as the client's event; ValueError if it is not JSON."""
-        chunk = json.loads(payload)
-        if not isinstance(chunk, dict):
-            raise ValueError("decoder event is not a JSON object")
-        if "error" in chunk:  # vLLM's mid-stream error event: pass it on as it is
-            return sse.encode_event(chunk)
-        chunk["id"] = self.completion_id
-        if chunk.get("usage") is not None:
-            chunk["usage"] = self.fix_usage(chunk["usage"])
-        return sse.encode_event(self._shape(chunk))
-
-    def whole(self, answer: dict[str, Any]) -> dict[str, Any]:
-        """The decoder's non-streamed answer with the first token prepended."""
-        out = dict(answer)
-        out["id"] = self.completion_id
-        choices = [dict(c) for c in answer.get("choices") or [] if isinstance(c, dict)]
-        if choices:
-            choices[0]["text"] = self.first_text + str(choices[0].get("text") or "")
-        out["choices"] = choices
-        out["usage"] = self.fix_usage(answer.get("usage"))
-        return chatshape.completion_to_chat(out) if self.is_chat else out
-
-    def first_only(self, finish_reason: str | None) -> dict[str, Any]:
-        """A non-streamed answer made of the first token alone (max_tokens 1, or EOS)."""
-        answer = self._completion_chunk(self.first_text, finish_reason)
-        answer["usage"] = {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": 1,
-            "total_tokens": self.prompt_tokens + 1,
-        }
-        return chatshape.completion_to_chat(answer) if self.is_chat else answer
-
-    def first_only_events(self, finish_reason: str | None) -> bytes:
-        """The streamed equivalent of `first_only`."""
-        final = self._shape(self._completion_chunk("", finish_reason))
-        return self.head_event() + sse.encode_event(final) + sse.DONE_EVENT
+        changes["max_tokens"] = remaining
+    min_tokens = body.get("min_tokens")
+    if isinstance(min_tokens, int) and min_tokens > 1:  # the first token already counts
+        changes["min_tokens"] = min_tokens - 1
+    return Edit(drop=drop, set_=changes, raw={"prompt": prompt_json})
 
 
 # --- the protocol -------------------------------------------------------------------------
@@ -278,11 +175,11 @@ class LmcacheHandoff:
             role, endpoint = Role.PREFILL, ctx.pools[Role.PREFILL].choose(ctx.prefill_policy)
         if endpoint is None:
             raise PrefillFailure("no_endpoint", "no healthy engine to tokenize on")
-        payload = sse.json_bytes(tokenize_body(creq.body, is_chat=creq.is_chat))
+        payload = tokenize_edit(creq.body, is_chat=creq.is_chat).payload(creq.parsed)
         answer = await call_prefill(
             ctx, creq, endpoint.url, TOKENIZE_PATH, payload, reason_prefix="tokenize_", role=role
         )
-        tokens = answer.get("tokens")
+        tokens = answer.values.get("tokens")
         if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
             raise PrefillFailure("tokenize_invalid", f"{endpoint.url}/tokenize gave no tokens")
         return tokens
@@ -308,10 +205,9 @@ class LmcacheHandoff:
             if first.finish_reason == "stop" or (remaining is not None and remaining <= 0):
                 await self._answer_first_only(creq, reply, stitch, first.finish_reason)
                 return
-            payload = sse.json_bytes(
-                decode_body(creq.body, token_ids, first.token, remaining, is_chat=creq.is_chat)
-            )
-            await self._decode(creq, reply, lease.endpoint, payload, stitch)
+            prompt_json = tokens_json(token_ids, first.token)
+            edit = decode_edit(creq.body, prompt_json, remaining, is_chat=creq.is_chat)
+            await self._decode(creq, reply, lease.endpoint, edit.payload(creq.parsed), stitch)
 
     async def _prefill(
         self, creq: ClientRequest, token_ids: list[int], decoder: Endpoint
@@ -319,11 +215,12 @@ class LmcacheHandoff:
         ctx, cfg, hub = self._ctx, self._ctx.config, self._hub
         req_id = hub.new_req_id(uuid.uuid4().hex)
         spec = disagg_spec(req_id, decoder.host, cfg.decoder_init_ports, cfg.decoder_alloc_ports)
-        payload = sse.json_bytes(prefill_body(creq.body, token_ids, spec, is_chat=creq.is_chat))
+        edit = prefill_edit(tokens_json(token_ids), spec, is_chat=creq.is_chat)
+        payload = edit.payload(creq.parsed)
         with hub.expect(req_id, len(cfg.decoder_init_ports)) as waiter:
             async with await ctx.prefill_lease(creq, len(token_ids)) as lease:
                 url = lease.endpoint.url
-                answer = await call_prefill(ctx, creq, url, COMPLETIONS_PATH, payload)
+                answer = (await call_prefill(ctx, creq, url, COMPLETIONS_PATH, payload)).values
             try:
                 first = parse_first_token(answer)
             except ValueError as exc:
@@ -346,7 +243,7 @@ class LmcacheHandoff:
                 sse.json_bytes({"model": creq.body.get("model"), "tokens": [first.token]}),
                 reason_prefix="detokenize_",
             )
-            text = detok.get("prompt")
+            text = detok.values.get("prompt")
             first = FirstToken(
                 first.token, text if isinstance(text, str) else "", first.finish_reason
             )

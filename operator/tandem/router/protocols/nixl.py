@@ -7,17 +7,21 @@
 3. Decode: the client's **original** body plus those `kv_transfer_params` verbatim; the decoder
    pulls the KV from the prefiller and its answer is relayed to the client unchanged.
 
-`min_tokens` is left as the client sent it (vLLM's toy proxy deletes it, vllm-router sends 1;
-both only matter when the client sets it above 1, which a one-token prefill cannot honour anyway).
+Both legs are built as `Edit`s of the parsed client body (`jsonbody.py`): only the changed fields
+are encoded, the prompt's text is copied, so a 220 KB prompt is never re-serialised.
+
+`min_tokens` is removed from the prefill leg, as vLLM's toy proxy does: a client's
+`min_tokens: 5` with the prefill's `max_tokens: 1` would fail vLLM's validation (min ≤ max).
+The decode leg keeps it, since the decoder generates the whole answer.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Final
 
 from tandem.router.errors import PrefillFailure
+from tandem.router.jsonbody import Edit, JsonBody
 from tandem.router.protocols.base import RouterContext
 from tandem.router.protocols.prefill import call_prefill
 from tandem.router.protocols.relay import relay_decode
@@ -35,29 +39,22 @@ PREFILL_KV_PARAMS: Final[dict[str, Any]] = {
 }
 
 
-def prefill_body(body: dict[str, Any]) -> dict[str, Any]:
-    """The prefill leg's body (a shallow copy; the client's body is not modified)."""
-    out = dict(body)
-    out["max_tokens"] = 1
-    if "max_completion_tokens" in out:
-        out["max_completion_tokens"] = 1
-    out["stream"] = False
-    out.pop("stream_options", None)
-    out["kv_transfer_params"] = dict(PREFILL_KV_PARAMS)
-    return out
+def prefill_edit(body: dict[str, Any]) -> Edit:
+    """The prefill leg: the client's body with one token, no streaming, and the KV request."""
+    changes: dict[str, Any] = {
+        "max_tokens": 1,
+        "stream": False,
+        "kv_transfer_params": dict(PREFILL_KV_PARAMS),
+    }
+    if "max_completion_tokens" in body:
+        changes["max_completion_tokens"] = 1
+    return Edit(drop=frozenset({"stream_options", "min_tokens"}), set_=changes)
 
 
-def decode_payload(raw: bytes, body: dict[str, Any], kv_params: dict[str, Any]) -> bytes:
-    """The decode leg's bytes: the original request plus the prefill's `kv_transfer_params`.
-
-    When the client sent no `kv_transfer_params` of its own (the normal case) the parameters are
-    spliced in after the opening brace of the original bytes, so a 220 KB prompt is not
-    serialised a second time; otherwise the body is rebuilt.
-    """
-    stripped = raw.lstrip()
-    if body and "kv_transfer_params" not in body and stripped.startswith(b"{"):
-        return b'{"kv_transfer_params":' + json.dumps(kv_params).encode() + b"," + stripped[1:]
-    return json.dumps({**body, "kv_transfer_params": kv_params}).encode()
+def decode_edit(answer: JsonBody) -> Edit:
+    """The decode leg: the original body plus the prefill answer's `kv_transfer_params`,
+    copied byte for byte from the prefill answer."""
+    return Edit(raw={"kv_transfer_params": answer.source("kv_transfer_params")})
 
 
 class NixlHandoff:
@@ -74,21 +71,20 @@ class NixlHandoff:
         """Prefill, then decode with the prefill's KV parameters."""
         ctx = self._ctx
         started = time.monotonic()
-        kv_params = await self._prefill(creq, tokens)
+        answer = await self._prefill(creq, tokens)
         async with await ctx.decode_lease(creq, tokens, direct=False) as lease:
             ctx.metrics.handoff_seconds.observe(time.monotonic() - started)
-            payload = decode_payload(creq.raw, creq.body, kv_params)
+            payload = decode_edit(answer).payload(creq.parsed)
             await relay_decode(ctx, creq, lease.endpoint, payload, reply)
 
-    async def _prefill(self, creq: ClientRequest, tokens: int) -> dict[str, Any]:
+    async def _prefill(self, creq: ClientRequest, tokens: int) -> JsonBody:
         ctx = self._ctx
-        payload = json.dumps(prefill_body(creq.body)).encode()
+        payload = prefill_edit(creq.body).payload(creq.parsed)
         async with await ctx.prefill_lease(creq, tokens) as lease:
             url = lease.endpoint.url
             answer = await call_prefill(ctx, creq, url, creq.path, payload)
-        kv_params = answer.get("kv_transfer_params")
-        if not isinstance(kv_params, dict):
+        if not isinstance(answer.values.get("kv_transfer_params"), dict):
             raise PrefillFailure(
                 "no_kv_params", f"{url} answered without kv_transfer_params (is it a kv_producer?)"
             )
-        return kv_params
+        return answer

@@ -8,10 +8,10 @@ client's fault and pass through unchanged (as llm-d's sidecar does).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from tandem.router.endpoints import Role
 from tandem.router.errors import PrefillFailure
+from tandem.router.jsonbody import JsonBody
 from tandem.router.protocols.base import RouterContext
 from tandem.router.request import ClientRequest
 from tandem.router.upstream import (
@@ -31,7 +31,7 @@ async def call_prefill(
     *,
     reason_prefix: str = "",
     role: Role = Role.PREFILL,
-) -> dict[str, Any]:
+) -> JsonBody:
     """POST one prefill-side call within `--prefill-timeout` and return its JSON answer.
 
     A refused connection marks the engine unhealthy until its next good probe.

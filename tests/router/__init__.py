@@ -1,0 +1,1 @@
+"""Router tests: pure pick and parsing units, and components against fake engines."""
