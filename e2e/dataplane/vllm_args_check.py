@@ -5,6 +5,7 @@ Run with the data-plane venv's python:
 
     "$VENV/bin/python" e2e/dataplane/vllm_args_check.py [--] MODEL --port 8000 --dtype bfloat16 ...
     "$VENV/bin/python" e2e/dataplane/vllm_args_check.py --probe   # which common flags exist
+    "$VENV/bin/python" e2e/dataplane/vllm_args_check.py --batch FILE  # {"name": [args], ...}
 
 The arguments are what follows ``vllm serve`` (the positional model tag may be given or
 left out). The parser is the one ``vllm serve`` builds
@@ -72,6 +73,16 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] == "--":
         argv = argv[1:]
     parser = _parser()
+    if len(argv) == 2 and argv[0] == "--batch":
+        # A JSON file holding {"name": [args...], ...}: one parser (one vLLM import) for all.
+        failed = 0
+        with open(argv[1]) as f:
+            batch = json.load(f)
+        for name, args in batch.items():
+            _, error = _parse(parser, list(args))
+            print(json.dumps({"name": name, "ok": error is None, "error": error}))
+            failed += error is not None
+        return 1 if failed else 0
     if argv == ["--probe"]:
         res = {}
         for case in PROBE:

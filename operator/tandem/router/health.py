@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 #: How often endpoints that are down (or not yet probed successfully) are re-probed.
 UNHEALTHY_RECHECK_SECONDS = 1.0
+# A busy engine can miss one probe's deadline (a long prefill holds its event loop on a small
+# machine); only this many failures in a row take a serving engine out of rotation. A refused
+# connection or a 503 (EngineDeadError) is definitive and counts at once.
+FAILURES_TO_EJECT = 3
 
 
 class HealthProber:
@@ -44,7 +48,8 @@ class HealthProber:
         self._pools = pools
         self._interval = interval
         self._metrics_refresh = metrics_refresh
-        self._timeout = max(0.5, min(interval, 5.0))
+        self._timeout = max(2.0, min(interval, 5.0))
+        self._failures: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._probing: set[asyncio.Task[None]] = set()
 
@@ -77,10 +82,20 @@ class HealthProber:
         await asyncio.gather(*(self._probe(ep) for ep in eps))
 
     async def _probe(self, ep: Endpoint) -> None:
+        definitive = False
         try:
-            healthy = await get_status(self._session, ep.url + "/health", self._timeout) == 200
+            status = await get_status(self._session, ep.url + "/health", self._timeout)
+            healthy, definitive = status == 200, status == 503
+        except (aiohttp.ClientConnectorError, ConnectionRefusedError):
+            healthy, definitive = False, True
         except (aiohttp.ClientError, OSError, TimeoutError):
             healthy = False
+        if healthy:
+            self._failures.pop(ep.url, None)
+        elif ep.state is HealthState.HEALTHY and not definitive:
+            self._failures[ep.url] = self._failures.get(ep.url, 0) + 1
+            if self._failures[ep.url] < FAILURES_TO_EJECT:
+                return
         self._pools[ep.role].set_health(ep.url, healthy)
 
     async def _health_loop(self) -> None:
