@@ -61,4 +61,7 @@ def namespace(cluster: str) -> Iterator[str]:
     ns = f"e2e-{uuid.uuid4().hex[:8]}"
     h.kubectl("create", "namespace", ns)
     yield ns
+    # Delete the InferenceServices first, while an operator still runs: kopf's daemons and
+    # timers keep a finalizer on them, which only a running operator removes.
+    h.kubectl("delete", "inferenceservices", "--all", "-n", ns, "--timeout=60s", check=False)
     h.kubectl("delete", "namespace", ns, "--wait=false", check=False)

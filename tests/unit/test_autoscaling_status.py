@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tandem.api.conditions import get_condition
 from tandem.api.v1alpha1 import InferenceServiceStatus, PoolStatus
 from tandem.autoscale.policy import PoolDecision, Reason
-from tandem.reconcile.autoscaling import _ready_pods, apply_tick_to_status, autoscaling_condition
+from tandem.reconcile.autoscaling import (
+    _ready_pods,
+    apply_tick_to_status,
+    autoscaling_condition,
+    status_patch,
+    write_autoscaler_status,
+)
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:00:10Z"
 
@@ -95,3 +103,70 @@ def test_ready_pods_only() -> None:
         },
     ]
     assert [p.name for p in _ready_pods(pods)] == ["a"]
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386, as the API server applies a merge-patch+json status patch."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+class StatusStore:
+    """The two calls write_autoscaler_status makes, over one stored InferenceService."""
+
+    def __init__(self) -> None:
+        self.obj: dict[str, Any] = {
+            "metadata": {"name": "s", "namespace": "ns", "generation": 1, "resourceVersion": "1"},
+            "status": {},
+        }
+        self.patches: list[dict[str, Any]] = []
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        return self.obj
+
+    def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str
+    ) -> dict[str, Any]:
+        self.patches.append(status)
+        self.obj["status"] = merge_patch(self.obj["status"], status)
+        self.obj["metadata"]["resourceVersion"] = str(int(resource_version) + 1)
+        return self.obj
+
+
+def test_recovered_metrics_clear_last_error() -> None:
+    kube = StatusStore()
+    held = {
+        "prefill": (decision("prefill", 3, 3, Reason.METRICS_MISSING), False),
+        "decode": (decision("decode", 1, 1, Reason.STABLE), False),
+    }
+    ok = {
+        "prefill": (decision("prefill", 3, 3, Reason.STABLE), False),
+        "decode": (decision("decode", 1, 1, Reason.STABLE), False),
+    }
+    err = "prefill: all 3 pods failed; p (127.10.0.1): connection refused"
+    write_autoscaler_status(kube, "ns", "s", held, "scrape", err)  # type: ignore[arg-type]
+    assert kube.obj["status"]["autoscaling"]["lastError"] == err
+    write_autoscaler_status(kube, "ns", "s", ok, "scrape", None)  # type: ignore[arg-type]
+    assert kube.patches[-1]["autoscaling"] == {"source": "scrape", "lastError": None}
+    assert kube.obj["status"]["autoscaling"] == {"source": "scrape"}
+    c = get_condition(
+        InferenceServiceStatus.model_validate(kube.obj["status"]).conditions, "Autoscaling"
+    )
+    assert c is not None and c.status == "True"
+    # Nothing changed since: no further write (a steady service costs no status writes).
+    writes = len(kube.patches)
+    assert write_autoscaler_status(kube, "ns", "s", ok, "scrape", None) is None  # type: ignore[arg-type]
+    assert len(kube.patches) == writes
+
+
+def test_status_patch_nulls_only_the_cleared_error() -> None:
+    st = InferenceServiceStatus.model_validate({"autoscaling": {"source": "scrape"}})
+    assert status_patch(st)["autoscaling"] == {"source": "scrape", "lastError": None}
+    assert "autoscaling" not in status_patch(InferenceServiceStatus())

@@ -156,6 +156,21 @@ def apply_tick_to_status(
     return st
 
 
+def status_patch(status: InferenceServiceStatus) -> dict[str, Any]:
+    """The merge patch that makes stored status equal ``status`` in the parts the autoscaler owns.
+
+    ``wire()`` leaves unset optionals out, and a JSON merge patch keeps every key it does not
+    name, so a cleared ``autoscaling.lastError`` must be sent as an explicit null; otherwise the
+    error of a past outage stays in status for good (and every later tick patches again,
+    because what is stored never equals what was computed).
+    """
+    wire = status.wire()
+    auto = wire.get("autoscaling")
+    if isinstance(auto, dict):
+        auto.setdefault("lastError", None)
+    return wire
+
+
 def write_autoscaler_status(
     kube: Kube,
     namespace: str,
@@ -174,7 +189,9 @@ def write_autoscaler_status(
         if new.wire() == previous.wire():
             return None
         try:
-            kube.patch_status(namespace, name, new.wire(), obj["metadata"]["resourceVersion"])
+            kube.patch_status(
+                namespace, name, status_patch(new), obj["metadata"]["resourceVersion"]
+            )
             return previous
         except Conflict:
             time.sleep(0.05)

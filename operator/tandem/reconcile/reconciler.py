@@ -140,6 +140,20 @@ def apply_children(
                 replicas = min(max(replicas, a.min_replicas), a.max_replicas)
             hand_over_replicas(kube, current, replicas)
         live[key] = kube.apply(child)
+        if (
+            child["kind"] == "Deployment"
+            and spec.autoscaling.enabled
+            and "replicas" not in child["spec"]
+            and current is None
+        ):
+            # A new autoscaled pool starts at spec.<pool>.replicas (clamped to its bounds), set
+            # under the autoscaler's field manager so the reconcile never owns the field.
+            role = child["metadata"]["labels"].get(LABEL_ROLE, "")
+            pool = getattr(spec, role, None)
+            if pool is not None:
+                a = pool.autoscaling
+                start = min(max(pool.replicas, a.min_replicas), a.max_replicas)
+                hand_over_replicas(kube, live[key], start)
         applied.append(key)
         log.info("Applied %s", key, extra={"instance": owner.name})
     wanted = {_key(c) for c in desired}
