@@ -279,6 +279,17 @@ componentsPatches:
   # Reach the fake kubelets (kwok, for logs/exec) only through their InternalIP (127.0.0.1).
   - key: kubelet-preferred-address-types
     value: InternalIP
+# One controller-manager and one scheduler: no leader election. With it, a starved 2-core CI
+# machine (real vLLM engines in the data-plane tier) misses a lease renewal and the component
+# exits ("leaderelection lost"), leaving Deployments without pods for the rest of the run.
+- name: kube-controller-manager
+  extraArgs:
+  - key: leader-elect
+    value: "false"
+- name: kube-scheduler
+  extraArgs:
+  - key: leader-elect
+    value: "false"
 ---
 # kwokctl v0.8.0 does not apply kwok's defaults to a KwokConfiguration given with -c (unset
 # fields reach the kwok controller as 0/false, e.g. "playStageParallelism must be greater than 0"),

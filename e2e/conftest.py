@@ -14,6 +14,8 @@ from e2e import harness as h
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
+    # Real vLLM engines saturate the machine: run that tier last, after the control-plane tests.
+    items.sort(key=lambda item: item.get_closest_marker("dataplane") is not None)
     for item in items:
         path = Path(str(item.fspath))
         if (
