@@ -50,5 +50,5 @@ has unit || markers+=("e2e or dataplane")
 step "pytest"
 expr=""
 for m in "${markers[@]+"${markers[@]}"}"; do expr="${expr:+$expr and }($m)"; done
-python -m pytest ${expr:+-m "$expr"} -p no:cacheprovider --timeout=600 "$@"
+python -m pytest ${expr:+-m "$expr"} -p no:cacheprovider --timeout=600 --durations=10 "$@"
 step "done"
