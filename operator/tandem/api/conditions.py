@@ -95,36 +95,19 @@ def set_condition(
     ``lastTransitionTime`` is kept unless ``status`` changes; a changed reason, message or
     generation alone does not reset it (the LWS status rules).
     """
-    out: list[Condition] = []
-    found = False
-    for c in existing:
-        if c.type != new_type:
-            out.append(c)
-            continue
-        found = True
-        ltt = c.last_transition_time if c.status == status else now
-        out.append(
-            Condition(
-                type=new_type,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=ltt,
-                observed_generation=generation,
-            )
-        )
-    if not found:
-        out.append(
-            Condition(
-                type=new_type,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=now,
-                observed_generation=generation,
-            )
-        )
-    return out
+    existing = list(existing)
+    old = get_condition(existing, new_type)
+    new = Condition(
+        type=new_type,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=old.last_transition_time if old and old.status == status else now,
+        observed_generation=generation,
+    )
+    if old is None:
+        return [*existing, new]
+    return [new if c.type == new_type else c for c in existing]
 
 
 def get_condition(conditions: Iterable[Condition], ctype: str) -> Condition | None:
