@@ -80,10 +80,17 @@ def test_example_reconciles_to_ready(
     assert st["prefill"]["ready"] == f"{spec['prefill']['replicas']}/{spec['prefill']['replicas']}"
     for ctype in ("Accepted", "PrefillReady", "DecodeReady", "RouterReady", "Ready"):
         assert h.condition(obj, ctype)["status"] == "True", ctype  # type: ignore[index]
-    table = h.kubectl("get", "inferenceservices", name, "-n", namespace).stdout
-    header, row = table.splitlines()[:2]
+
+    # The printer columns, read until the row shows Ready (a pool's pods may still be settling
+    # when the condition was first seen).
+    def row() -> tuple[str, str] | None:
+        table = h.kubectl("get", "inferenceservices", name, "-n", namespace).stdout
+        head, line = table.splitlines()[:2]
+        return (head, line) if "True" in line else None
+
+    header, line = h.wait_for(row, timeout=120, what="kubectl get showing Ready")
     assert header.split()[:5] == ["NAME", "READY", "PREFILL", "DECODE", "TPXPP"]
-    assert "True" in row and st["prefill"]["ready"] in row and st["endpoint"] in row
+    assert st["prefill"]["ready"] in line and st["endpoint"] in line
 
 
 def test_pool_larger_than_cluster_stays_pending(
