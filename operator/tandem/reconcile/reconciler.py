@@ -220,8 +220,8 @@ def reconcile(kube: Kube, body: dict[str, Any], *, apply: bool = True) -> Outcom
             rejection = Rejection(
                 Reason.APPLY_FAILED, f"the API server rejected a child: {e.message}"
             )
-    prev_accepted = get_condition(previous.conditions, ConditionType.ACCEPTED)
     if rejection is not None:
+        prev_accepted = get_condition(previous.conditions, ConditionType.ACCEPTED)
         outcome.rejection = rejection
         outcome.newly_rejected = (
             prev_accepted is None
@@ -230,82 +230,90 @@ def reconcile(kube: Kube, body: dict[str, Any], *, apply: bool = True) -> Outcom
             or prev_accepted.observed_generation != generation
         )
         log.warning("Rejected spec: %s", rejection.message, extra={"instance": name})
-        acceptance = st.Acceptance(False, rejection.reason, rejection.message)
-        # Status keeps describing the pools as they run; the rejected spec is not applied.
-        status_spec = None
-    elif apply:
-        acceptance = st.Acceptance(True, Reason.ACCEPTED, "the spec is valid and applied")
-        status_spec = spec
-    else:
-        # A status-only refresh keeps Accepted as it stands.
-        if prev_accepted is not None:
-            acceptance = st.Acceptance(
-                prev_accepted.status == "True", prev_accepted.reason, prev_accepted.message
-            )
-        else:
-            acceptance = st.Acceptance(True, Reason.ACCEPTED, "the spec is valid and applied")
-        status_spec = spec
+    # A rejected spec is not applied: status keeps describing the pools as they run.
+    status_spec = spec if rejection is None else None
+    refresh_status(kube, body, status_spec, rejection, apply, live, outcome)
+    return outcome
 
-    observed = observe(kube, namespace, name, live)
-    new = st.compute_status(
-        status_spec, name, namespace, generation, acceptance, observed, previous, utcnow()
-    )
-    if not status_equal(new, previous):
-        write_status(kube, namespace, name, meta.get("resourceVersion", ""), new)
+
+def _acceptance(
+    rejection: Rejection | None, apply: bool, previous: InferenceServiceStatus
+) -> st.Acceptance:
+    if rejection is not None:
+        return st.Acceptance(False, rejection.reason, rejection.message)
+    prev_accepted = get_condition(previous.conditions, ConditionType.ACCEPTED)
+    if not apply and prev_accepted is not None:
+        # A status-only refresh keeps Accepted as it stands.
+        return st.Acceptance(
+            prev_accepted.status == "True", prev_accepted.reason, prev_accepted.message
+        )
+    return st.Acceptance(True, Reason.ACCEPTED, "the spec is valid and applied")
+
+
+def refresh_status(
+    kube: Kube,
+    body: dict[str, Any],
+    spec: InferenceServiceSpec | None,
+    rejection: Rejection | None,
+    apply: bool,
+    live: dict[str, dict[str, Any]],
+    outcome: Outcome,
+    retries: int = 5,
+) -> None:
+    """Compute status from the children and write it if it changed, with optimistic concurrency.
+
+    The write carries the resourceVersion it was computed against. On a conflict another writer
+    (a concurrent status refresh, the autoscaler) got there first, possibly from *newer*
+    observations, so the computed status is stale: it is thrown away and recomputed from a fresh
+    read of the object and its children, never re-sent. (Re-sending it let a refresh that had
+    listed the Deployments a moment earlier overwrite a newer ``Ready=True`` with ``1/2 ready``.)
+    """
+    meta = body["metadata"]
+    name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
+    generation = int(meta.get("generation", 0))
+    resource_version = meta.get("resourceVersion", "")
+    previous = _previous_status(body.get("status"))
+    for attempt in range(retries):
+        observed = observe(kube, namespace, name, live)
+        new = st.compute_status(
+            spec,
+            name,
+            namespace,
+            generation,
+            _acceptance(rejection, apply, previous),
+            observed,
+            previous,
+            utcnow(),
+        )
+        if status_equal(new, previous):
+            return
+        try:
+            kube.patch_status(namespace, name, _with_nulls(new.wire()), resource_version)
+        except Conflict:
+            if attempt == retries - 1:
+                raise
+            time.sleep(0.05 * attempt)
+            try:
+                fresh = kube.get("InferenceService", namespace, name)
+            except NotFound:
+                return
+            fresh_meta = fresh["metadata"]
+            if fresh_meta.get("uid") != uid or int(fresh_meta.get("generation", 0)) != generation:
+                return  # a newer spec (or object): its own reconcile writes the status
+            resource_version = fresh_meta["resourceVersion"]
+            previous = _previous_status(fresh.get("status"))
+            live = _list_children(kube, namespace, name, uid)
+            continue
         outcome.status_written = True
         old_ready = get_condition(previous.conditions, ConditionType.READY)
         new_ready = get_condition(new.conditions, ConditionType.READY)
         if new_ready and (old_ready is None or old_ready.status != new_ready.status):
             outcome.ready_changed = new_ready.status
-    return outcome
+        return
 
 
 def status_equal(a: InferenceServiceStatus, b: InferenceServiceStatus) -> bool:
     return a.wire() == b.wire()
-
-
-def write_status(
-    kube: Kube,
-    namespace: str,
-    name: str,
-    resource_version: str,
-    status: InferenceServiceStatus,
-    retries: int = 5,
-) -> None:
-    """Merge-patch status with optimistic concurrency; on a conflict, re-read and retry.
-
-    The autoscaler writes parts of status too; the resourceVersion precondition means neither
-    writer silently overwrites the other.
-    """
-    wire = status.wire()
-    for attempt in range(retries):
-        try:
-            kube.patch_status(namespace, name, _with_nulls(wire), resource_version)
-            return
-        except Conflict:
-            if attempt == retries - 1:
-                raise
-            try:
-                fresh = kube.get("InferenceService", namespace, name)
-            except NotFound:
-                return
-            resource_version = fresh["metadata"]["resourceVersion"]
-            previous = _previous_status(fresh.get("status"))
-            # Keep what the autoscaler wrote since we read the object.
-            merged = status.model_copy(deep=True)
-            for role in ("prefill", "decode"):
-                p_new, p_old = getattr(merged, role), getattr(previous, role)
-                if p_new is not None and p_old is not None:
-                    p_new.last_scale = p_old.last_scale
-            if previous.autoscaling is not None and merged.autoscaling is not None:
-                merged.autoscaling = previous.autoscaling
-            auto = get_condition(previous.conditions, ConditionType.AUTOSCALING)
-            if auto is not None:
-                merged.conditions = [
-                    c for c in merged.conditions if c.type != ConditionType.AUTOSCALING
-                ] + [auto]
-            wire = merged.wire()
-            time.sleep(0.05 * (attempt + 1))
 
 
 def _with_nulls(wire: dict[str, Any]) -> dict[str, Any]:
