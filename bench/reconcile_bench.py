@@ -210,6 +210,15 @@ def memory(ns: str, crs: int, kubeconfig: str, logs: Path) -> tuple[float, float
     finally:
         noop.send_signal(signal.SIGTERM)
         noop.wait(timeout=30)
+    # Delete the CRs while Tandem runs (kopf's finalizer needs it), else the namespace would
+    # stay Terminating.
+    cleanup = h.OperatorProcess(
+        kubeconfig, logs / "mem-cleanup.log", resync_seconds=300, namespaces=[ns]
+    ).start()
+    try:
+        h.kubectl("delete", "inferenceservices", "--all", "-n", ns, "--timeout=900s", check=False)
+    finally:
+        cleanup.stop()
     return tandem, baseline
 
 

@@ -42,6 +42,9 @@ from typing import Any
 
 import aiohttp
 
+# The router's own prefill request, so the direct baseline asks the engines the same thing.
+from tandem.router.protocols.nixl import PREFILL_KV_PARAMS as PREFILL_KV
+
 REPO = Path(__file__).resolve().parents[1]
 FAKE_ENGINE = REPO / "tests" / "fake_engine.py"
 VLLM_ROUTER_VERSION = "0.1.17"
@@ -50,14 +53,6 @@ MODEL = "tiny"
 MAX_TOKENS = 8
 #: Fewer completions than this in a cell make its percentiles and ratios meaningless.
 MIN_SAMPLES = 20
-PREFILL_KV = {
-    "do_remote_decode": True,
-    "do_remote_prefill": False,
-    "remote_engine_id": None,
-    "remote_block_ids": None,
-    "remote_host": None,
-    "remote_port": None,
-}
 
 
 # --- processes ----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import kubernetes
 from aiohttp import web
+from tests.fake_engine import gauge_lines
 
 from tandem.reconcile.k8s import Kube
 
@@ -80,25 +81,7 @@ class _State:
 
 
 def engine_text(waiting: float, running: float, kv_usage: float, model: str = "fake") -> str:
-    labels = f'engine="0",model_name="{model}"'
-    return "\n".join(
-        [
-            "# HELP vllm:num_requests_running Number of requests in model execution batches.",
-            "# TYPE vllm:num_requests_running gauge",
-            f"vllm:num_requests_running{{{labels}}} {running}",
-            "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
-            "# TYPE vllm:num_requests_waiting gauge",
-            f"vllm:num_requests_waiting{{{labels}}} {waiting}",
-            "# HELP vllm:num_requests_waiting_by_reason Waiting requests by reason.",
-            "# TYPE vllm:num_requests_waiting_by_reason gauge",
-            f'vllm:num_requests_waiting_by_reason{{{labels},reason="capacity"}} {waiting}',
-            f'vllm:num_requests_waiting_by_reason{{{labels},reason="deferred"}} 0.0',
-            "# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.",
-            "# TYPE vllm:kv_cache_usage_perc gauge",
-            f"vllm:kv_cache_usage_perc{{{labels}}} {kv_usage}",
-            "",
-        ]
-    )
+    return "\n".join([*gauge_lines(waiting, running, kv_usage, model), ""])
 
 
 def router_text(prefill_pending: float) -> str:

@@ -124,6 +124,26 @@ class EngineMetrics:
     )
 
 
+def gauge_lines(waiting: float, running: float, kv_usage: float, model: str) -> list[str]:
+    """vLLM 0.32's scheduler gauges in the exposition format, as a real engine writes them."""
+    labels = f'engine="0",model_name="{model}"'
+    return [
+        "# HELP vllm:num_requests_running Number of requests in model execution batches.",
+        "# TYPE vllm:num_requests_running gauge",
+        f"vllm:num_requests_running{{{labels}}} {running}",
+        "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
+        "# TYPE vllm:num_requests_waiting gauge",
+        f"vllm:num_requests_waiting{{{labels}}} {waiting}",
+        "# HELP vllm:num_requests_waiting_by_reason Waiting requests by reason.",
+        "# TYPE vllm:num_requests_waiting_by_reason gauge",
+        f'vllm:num_requests_waiting_by_reason{{{labels},reason="capacity"}} {waiting}',
+        f'vllm:num_requests_waiting_by_reason{{{labels},reason="deferred"}} 0.0',
+        "# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.",
+        "# TYPE vllm:kv_cache_usage_perc gauge",
+        f"vllm:kv_cache_usage_perc{{{labels}}} {kv_usage}",
+    ]
+
+
 class FakeEngine:
     """One fake engine server."""
 
@@ -257,23 +277,11 @@ class FakeEngine:
 
     async def _metrics(self, _: web.Request) -> web.Response:
         m = self.metrics
-        labels = f'engine="0",model_name="{self.model}"'
         waiting = m.waiting if m.waiting is not None else 0.0
         running = m.running if m.running is not None else float(self.inflight)
+        labels = f'engine="0",model_name="{self.model}"'
         lines = [
-            "# HELP vllm:num_requests_running Number of requests in model execution batches.",
-            "# TYPE vllm:num_requests_running gauge",
-            f"vllm:num_requests_running{{{labels}}} {running}",
-            "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
-            "# TYPE vllm:num_requests_waiting gauge",
-            f"vllm:num_requests_waiting{{{labels}}} {waiting}",
-            "# HELP vllm:num_requests_waiting_by_reason Waiting requests by reason.",
-            "# TYPE vllm:num_requests_waiting_by_reason gauge",
-            f'vllm:num_requests_waiting_by_reason{{{labels},reason="capacity"}} {waiting}',
-            f'vllm:num_requests_waiting_by_reason{{{labels},reason="deferred"}} 0.0',
-            "# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.",
-            "# TYPE vllm:kv_cache_usage_perc gauge",
-            f"vllm:kv_cache_usage_perc{{{labels}}} {m.kv_cache_usage}",
+            *gauge_lines(waiting, running, m.kv_cache_usage, self.model),
             "# HELP vllm:prompt_tokens_by_source_total Prompt tokens by source.",
             "# TYPE vllm:prompt_tokens_by_source_total counter",
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -128,3 +129,13 @@ async def cluster(
             for r in routers:
                 await wait_ready(http, r.url)
         yield Cluster(p_engines, d_engines, routers, http, stack)
+
+
+def sse_payloads(raw: bytes) -> list[Any]:
+    """The ``data:`` payloads of a server-sent-events body, JSON-decoded ([DONE] kept as is)."""
+    out = []
+    for event in raw.decode().split("\n\n"):
+        if event.startswith("data: "):
+            data = event[len("data: ") :]
+            out.append(data if data == "[DONE]" else json.loads(data))
+    return out

@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
 from tandem.router.endpoints import Role
 from tandem.router.kvready import owner_of
 from tests.fake_engine import chat_template, expected_text, token_at, tokenize
-from tests.router.harness import MODEL, cluster
+from tests.router.harness import MODEL, cluster, sse_payloads
 
 pytestmark = pytest.mark.timeout(15)
 
 PROMPT = "Disaggregated prefill moves the KV cache. " * 3
-
-
-def sse_payloads(raw: bytes) -> list[Any]:
-    out = []
-    for event in raw.decode().split("\n\n"):
-        if event.startswith("data: "):
-            data = event[len("data: ") :]
-            out.append(data if data == "[DONE]" else json.loads(data))
-    return out
 
 
 async def test_completion_follows_the_lmcache_protocol() -> None:

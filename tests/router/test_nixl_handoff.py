@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import pytest
 
 from tandem.router.endpoints import Role
 from tests.fake_engine import expected_text
-from tests.router.harness import MODEL, cluster
+from tests.router.harness import MODEL, cluster, sse_payloads
 
 pytestmark = pytest.mark.timeout(15)
 
 PROMPT = "The quick brown fox jumps over the lazy dog. " * 4
-
-
-def sse_payloads(raw: bytes) -> list[Any]:
-    out = []
-    for event in raw.decode().split("\n\n"):
-        if event.startswith("data: "):
-            data = event[len("data: ") :]
-            out.append(data if data == "[DONE]" else json.loads(data))
-    return out
 
 
 async def test_completion_runs_prefill_then_decode_with_kv_params_verbatim() -> None:

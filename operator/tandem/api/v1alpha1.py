@@ -15,6 +15,8 @@ from pydantic import Field, model_validator
 
 from tandem.api.base import ApiModel, cel
 from tandem.api.conditions import Condition
+from tandem.api.vocabulary import Connector as Connector  # re-exported: the builders use it
+from tandem.api.vocabulary import PrefillFailure, RouterPolicy
 
 GROUP = "tandem.dev"
 VERSION = "v1alpha1"
@@ -61,26 +63,10 @@ class KVCacheDtype(StrEnum):
     FP8_E5M2 = "fp8_e5m2"
 
 
-class Connector(StrEnum):
-    LMCACHE = "lmcache"
-    NIXL = "nixl"
-
-
 class NixlBackend(StrEnum):
     UCX = "UCX"
     LIBFABRIC = "LIBFABRIC"
     GDS = "GDS"
-
-
-class RouterPolicy(StrEnum):
-    LEAST_LOADED = "least-loaded"
-    ROUND_ROBIN = "round-robin"
-    PREFIX_AWARE = "prefix-aware"
-
-
-class PrefillFailure(StrEnum):
-    FAIL = "fail"
-    DECODE_ONLY = "decode-only"
 
 
 class ServiceType(StrEnum):

@@ -9,23 +9,12 @@ first request.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
+from tandem.api.vocabulary import Connector
+from tandem.api.vocabulary import PrefillFailure as PrefillFailurePolicy
 from tandem.router.pick import PolicyName
 
-
-class Connector(StrEnum):
-    """Which KV hand-off protocol the engines speak (dataplane.md §4)."""
-
-    NIXL = "nixl"
-    LMCACHE = "lmcache"
-
-
-class PrefillFailurePolicy(StrEnum):
-    """What to do when the prefill leg fails."""
-
-    FAIL = "fail"
-    DECODE_ONLY = "decode-only"
+__all__ = ["ConfigError", "Connector", "KubernetesSource", "PrefillFailurePolicy", "RouterConfig"]
 
 
 class ConfigError(ValueError):

@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Final
+
+from tandem.api.vocabulary import RouterPolicy
 
 #: How much of the prompt feeds the prefix-affinity hash. 512 characters is roughly 128 tokens
 #: (4 characters per token): long enough to separate different system prompts and documents,
@@ -32,13 +33,8 @@ DEFAULT_PREFIX_SLACK: Final = 4
 #: Scores closer than this count as a tie.
 _TIE_EPSILON: Final = 1e-9
 
-
-class PolicyName(StrEnum):
-    """The `--policy` values."""
-
-    LEAST_LOADED = "least-loaded"
-    ROUND_ROBIN = "round-robin"
-    PREFIX_AWARE = "prefix-aware"
+#: The `--policy` values: the API's own enum, so spec and flag cannot drift apart.
+PolicyName = RouterPolicy
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,32 @@
+"""Words shared by the API and the router's command line.
+
+The router is started with flags the builders derive from the spec (``--connector``,
+``--policy``, ``--on-prefill-failure``), so both sides must spell these values the same way.
+They live here, with no pydantic import, so the router uses exactly the API's enums.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Connector(StrEnum):
+    """Which KV hand-off protocol the engines speak (dataplane.md §4)."""
+
+    LMCACHE = "lmcache"
+    NIXL = "nixl"
+
+
+class RouterPolicy(StrEnum):
+    """How the router picks a prefill and a decode engine."""
+
+    LEAST_LOADED = "least-loaded"
+    ROUND_ROBIN = "round-robin"
+    PREFIX_AWARE = "prefix-aware"
+
+
+class PrefillFailure(StrEnum):
+    """What the router does when the prefill leg fails."""
+
+    FAIL = "fail"
+    DECODE_ONLY = "decode-only"
