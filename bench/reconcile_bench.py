@@ -195,6 +195,7 @@ def memory(ns: str, crs: int, kubeconfig: str, logs: Path) -> tuple[float, float
         time.sleep(20)
         assert op.proc is not None
         tandem = rss_mib(op.proc.pid)
+        print(json.dumps({"memory": {"crs": crs, "tandem_mib": tandem}}), flush=True)
     finally:
         op.stop()
     script = logs / "noop_operator.py"
@@ -207,6 +208,7 @@ def memory(ns: str, crs: int, kubeconfig: str, logs: Path) -> tuple[float, float
     try:
         time.sleep(60)
         baseline = rss_mib(noop.pid)
+        print(json.dumps({"memory": {"crs": crs, "noop_kopf_mib": baseline}}), flush=True)
     finally:
         noop.send_signal(signal.SIGTERM)
         noop.wait(timeout=30)
@@ -216,7 +218,13 @@ def memory(ns: str, crs: int, kubeconfig: str, logs: Path) -> tuple[float, float
         kubeconfig, logs / "mem-cleanup.log", resync_seconds=300, namespaces=[ns]
     ).start()
     try:
-        h.kubectl("delete", "inferenceservices", "--all", "-n", ns, "--timeout=900s", check=False)
+        h.kubectl("delete", "inferenceservices", "--all", "-n", ns, "--wait=false", check=False)
+        h.wait_for(
+            lambda: not h.kget("inferenceservices", namespace=ns)["items"],
+            timeout=1800,
+            interval=5,
+            what=f"the {crs} InferenceServices to be deleted",
+        )
     finally:
         cleanup.stop()
     return tandem, baseline
@@ -255,8 +263,10 @@ def main() -> int:
             "tandem_p50_s": statistics.median(tandem), "tandem_p99_s": pct(tandem, 99),
             "kubectl_p50_s": statistics.median(kubectl), "kubectl_p99_s": pct(kubectl, 99),
         }  # fmt: skip
+        print(json.dumps({"latency": results["latency"]}), flush=True)
         t_burst, k_burst = burst(ns, args.burst)
         results["burst"] = {"n": args.burst, "tandem_s": t_burst, "kubectl_s": k_burst}
+        print(json.dumps({"burst": results["burst"]}), flush=True)
     finally:
         # Delete the CRs while the operator runs: kopf's finalizer needs it.
         h.kubectl("delete", "inferenceservices", "--all", "-n", ns, "--timeout=120s", check=False)

@@ -211,6 +211,32 @@ def test_nixl_side_channel_from_pod_ip() -> None:
     assert "LMCACHE_CONFIG_FILE" not in e
 
 
+def test_user_env_replaces_defaults_in_place_and_pool_wins() -> None:
+    objs = children(
+        make_spec(
+            engine={"env": [{"name": "UCX_CUDA_IPC_ENABLE_GET_ZCOPY", "value": "no"},
+                            {"name": "VLLM_LOGGING_LEVEL", "value": "INFO"}]},
+            decode={"env": [{"name": "VLLM_LOGGING_LEVEL", "value": "DEBUG"}]},
+        )
+    )  # fmt: skip
+    p = container(objs, "svc-prefill")["env"]
+    d = container(objs, "svc-decode")["env"]
+    for e in (p, d):
+        names = [v["name"] for v in e]
+        assert len(names) == len(set(names)), "one entry per name (SSA list-map)"
+        assert env({"env": e})["UCX_CUDA_IPC_ENABLE_GET_ZCOPY"] == "no"
+    assert env({"env": p})["VLLM_LOGGING_LEVEL"] == "INFO"
+    assert env({"env": d})["VLLM_LOGGING_LEVEL"] == "DEBUG"
+
+
+def test_nixl_reads_use_cuda_ipc_zero_copy_by_default() -> None:
+    for connector in ("nixl", "lmcache"):
+        objs = children(make_spec(kvTransfer={"connector": connector}))
+        for role in ("prefill", "decode"):
+            e = env(container(objs, f"svc-{role}"))
+            assert e["UCX_CUDA_IPC_ENABLE_GET_ZCOPY"] == "yes"
+
+
 def test_replicas_omitted_when_autoscaling() -> None:
     fixed = children(make_spec(prefill={"replicas": 3}))
     assert fixed["Deployment/svc-prefill"]["spec"]["replicas"] == 3

@@ -83,3 +83,22 @@ def test_conflicting_args() -> None:
     )
     r = check_spec(spec, None)
     assert r is not None and r.reason == "ConflictingEngineArgs"
+
+
+def test_env_overriding_a_derived_variable_is_rejected() -> None:
+    spec = InferenceServiceSpec.model_validate(
+        make_spec(
+            kvTransfer={"connector": "nixl"},
+            decode={"env": [{"name": "VLLM_NIXL_SIDE_CHANNEL_HOST", "value": "0.0.0.0"}]},
+        )
+    )
+    r = check_spec(spec, None)
+    assert r is not None and r.reason == "ConflictingEngineArgs"
+    assert "spec.decode.env: VLLM_NIXL_SIDE_CHANNEL_HOST" in r.message
+
+
+def test_env_setting_a_default_is_accepted() -> None:
+    spec = InferenceServiceSpec.model_validate(
+        make_spec(engine={"env": [{"name": "HF_HOME", "value": "/models/hf"}]})
+    )
+    assert check_spec(spec, None) is None

@@ -7,11 +7,12 @@ conventions (``type/status/reason/message/lastTransitionTime/observedGeneration`
 Taxonomy (who sets it, when True/False, how it rolls up):
 
 - ``Accepted`` (reconciler): True when the spec validated and every child was built and applied.
-  False with ``InvalidSpec`` (the models reject it), ``ConflictingEngineArgs`` (args override a
-  flag Tandem derives), ``ReplicaExceedsNode`` (tensor x pipeline > gpusPerNode; multi-node
-  replicas are not built yet), ``NoNodeFitsReplica`` (no node offers that many GPUs), or
-  ``ApplyFailed`` (the API server refused a child). While False the running children are left
-  exactly as they were, so the other conditions describe the last accepted spec.
+  False with ``InvalidSpec`` (the models reject it), ``ConflictingEngineArgs`` (args or env
+  override a flag or variable Tandem derives), ``ReplicaExceedsNode`` (tensor x pipeline >
+  gpusPerNode; multi-node replicas are not built yet), ``NoNodeFitsReplica`` (no node offers
+  that many GPUs), or ``ApplyFailed`` (the API server refused a child). While False the running
+  children are left exactly as they were, so the other conditions describe the last accepted
+  spec.
 - ``PrefillReady`` / ``DecodeReady`` (reconciler, from the pool's Deployment and pods): True
   (``ReplicasReady``) when at least one replica is ready and every desired replica is ready and
   updated; False with ``PodsUnschedulable`` (the scheduler could not place a pod: message from

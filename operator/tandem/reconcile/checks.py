@@ -12,7 +12,7 @@ from typing import Any
 
 from tandem.api.conditions import Reason
 from tandem.api.v1alpha1 import InferenceServiceSpec, PoolSpec
-from tandem.build.engine import owned_flag_conflicts
+from tandem.build.engine import owned_env_conflicts, owned_flag_conflicts
 from tandem.build.names import ROLES
 from tandem.build.quantity import to_bytes
 
@@ -43,6 +43,12 @@ def check_spec(spec: InferenceServiceSpec, nodes: list[dict[str, Any]] | None) -
         return Rejection(
             Reason.CONFLICTING_ENGINE_ARGS,
             "args set flags Tandem derives from the spec: " + ", ".join(conflicts),
+        )
+    env_conflicts = owned_env_conflicts(spec)
+    if env_conflicts:
+        return Rejection(
+            Reason.CONFLICTING_ENGINE_ARGS,
+            "env sets variables Tandem derives from the spec: " + ", ".join(env_conflicts),
         )
     for role in ROLES:
         pool: PoolSpec = getattr(spec, role)
