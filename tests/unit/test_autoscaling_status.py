@@ -14,6 +14,7 @@ from tandem.reconcile.autoscaling import (
     status_patch,
     write_autoscaler_status,
 )
+from tests.merge_patch import merge_patch
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:00:10Z"
 
@@ -103,19 +104,6 @@ def test_ready_pods_only() -> None:
         },
     ]
     assert [p.name for p in _ready_pods(pods)] == ["a"]
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386, as the API server applies a merge-patch+json status patch."""
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge_patch(out.get(key), value)
-    return out
 
 
 class StatusStore:

@@ -17,6 +17,7 @@ from tandem.build import Owner, build_children
 from tandem.reconcile.k8s import Conflict, NotFound
 from tandem.reconcile.reconciler import reconcile
 from tests.conftest import make_spec
+from tests.merge_patch import merge_patch
 
 NS, NAME, UID = "ml", "svc", "uid-1"
 
@@ -75,7 +76,7 @@ class MemoryKube:
         obj = self.objects[("InferenceService", name)]
         if obj["metadata"]["resourceVersion"] != resource_version:
             raise Conflict(409, "Conflict", "the object has been modified")
-        obj["status"] = {k: v for k, v in status.items() if v is not None}
+        obj["status"] = merge_patch(obj.get("status"), status)
         self._bump(obj)
         self.status_writes.append(copy.deepcopy(obj["status"]))
         return copy.deepcopy(obj)

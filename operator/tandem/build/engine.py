@@ -13,6 +13,7 @@ from typing import Any, Final
 from tandem.api.v1alpha1 import (
     Connector,
     Dtype,
+    EngineSpec,
     InferenceServiceSpec,
     KVCacheDtype,
     PoolSpec,
@@ -81,15 +82,16 @@ ENV_DEFAULTS: Final = {
 }
 
 
+def _places(spec: InferenceServiceSpec) -> tuple[tuple[str, EngineSpec | PoolSpec], ...]:
+    """Where args and env can be given, with the spec path each is reported under."""
+    return (("engine", spec.engine), ("prefill", spec.prefill), ("decode", spec.decode))
+
+
 def owned_flag_conflicts(spec: InferenceServiceSpec) -> list[str]:
     """``spec.<where>.args`` entries that set a flag Tandem derives."""
     found = []
-    for where, args in (
-        ("engine", spec.engine.args),
-        ("prefill", spec.prefill.args),
-        ("decode", spec.decode.args),
-    ):
-        for arg in args:
+    for where, part in _places(spec):
+        for arg in part.args:
             flag = arg.split("=", 1)[0]
             if flag in OWNED_FLAGS or flag.startswith("--kv-transfer-config."):
                 found.append(f"spec.{where}.args: {flag}")
@@ -217,12 +219,8 @@ def owned_env_conflicts(spec: InferenceServiceSpec) -> list[str]:
     """``spec.<where>.env`` entries that set a variable Tandem derives."""
     return [
         f"spec.{where}.env: {var.name}"
-        for where, env in (
-            ("engine", spec.engine.env),
-            ("prefill", spec.prefill.env),
-            ("decode", spec.decode.env),
-        )
-        for var in env
+        for where, part in _places(spec)
+        for var in part.env
         if var.name in OWNED_ENV
     ]
 

@@ -38,18 +38,15 @@ def _matches(node: dict[str, Any], selector: dict[str, str]) -> bool:
 
 def check_spec(spec: InferenceServiceSpec, nodes: list[dict[str, Any]] | None) -> Rejection | None:
     """First reason the spec cannot be honoured, or None. ``nodes=None``: capacity unknown."""
-    conflicts = owned_flag_conflicts(spec)
-    if conflicts:
-        return Rejection(
-            Reason.CONFLICTING_ENGINE_ARGS,
-            "args set flags Tandem derives from the spec: " + ", ".join(conflicts),
-        )
-    env_conflicts = owned_env_conflicts(spec)
-    if env_conflicts:
-        return Rejection(
-            Reason.CONFLICTING_ENGINE_ARGS,
-            "env sets variables Tandem derives from the spec: " + ", ".join(env_conflicts),
-        )
+    for found, what in (
+        (owned_flag_conflicts(spec), "args set flags"),
+        (owned_env_conflicts(spec), "env sets variables"),
+    ):
+        if found:
+            return Rejection(
+                Reason.CONFLICTING_ENGINE_ARGS,
+                f"{what} Tandem derives from the spec: " + ", ".join(found),
+            )
     for role in ROLES:
         pool: PoolSpec = getattr(spec, role)
         gpus = pool.parallelism.gpus

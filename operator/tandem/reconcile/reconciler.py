@@ -292,7 +292,7 @@ def refresh_status(
         except Conflict:
             if attempt == retries - 1:
                 raise
-            time.sleep(0.05 * attempt)
+            time.sleep(0.05 * (attempt + 1))
             try:
                 fresh = kube.get("InferenceService", namespace, name)
             except NotFound:
