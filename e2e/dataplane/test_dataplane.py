@@ -28,10 +28,10 @@ import pytest
 import yaml
 
 from tandem.api.v1alpha1 import InferenceServiceSpec
-from tandem.build import Owner, build_children
-from tandem.build.kvconfig import kv_transfer_config
-from tandem.build.lmcache import lmcache_yaml
-from tandem.build.router import router_args
+from tandem.render import Owner, build_children
+from tandem.render.kvconfig import kv_transfer_config
+from tandem.render.lmcache import lmcache_yaml
+from tandem.render.router import router_args
 
 pytestmark = pytest.mark.dataplane
 

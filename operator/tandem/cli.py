@@ -67,9 +67,9 @@ def render(filename: str, namespace: str | None) -> None:
     """Print the children an InferenceService produces, without a cluster."""
     from pydantic import ValidationError
 
-    from tandem.build import Owner, build_children
     from tandem.reconcile.checks import check_spec
     from tandem.reconcile.reconciler import format_validation_error, parse_spec
+    from tandem.render import Owner, build_children
 
     docs = []
     for doc in load_manifests(filename):

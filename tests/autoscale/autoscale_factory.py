@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from tandem.autoscale.config import PolicyConfig, PoolPolicy, Role
+from tandem.api.vocabulary import Role
+from tandem.autoscale.config import PolicyConfig, PoolPolicy
 from tandem.autoscale.observation import PodSample, PoolObservation, missing, observe
 from tandem.autoscale.policy import Evaluation, PolicyMemory, PoolState, evaluate
 

@@ -9,8 +9,9 @@ import pytest
 from autoscale_factory import broken, obs, pool, settled
 from prometheus_client import CollectorRegistry
 
+from tandem.api.vocabulary import Role
 from tandem.autoscale.actuator import Autoscaler, ClusterHooks
-from tandem.autoscale.config import AutoscalerConfig, PolicyConfig, Role
+from tandem.autoscale.config import AutoscalerConfig, PolicyConfig
 from tandem.autoscale.metrics import AutoscalerMetrics
 from tandem.autoscale.observation import PoolObservation
 from tandem.autoscale.policy import PolicyMemory, PoolDecision, PoolMemory, PoolState, Reason

@@ -14,7 +14,8 @@ from itertools import product
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tandem.autoscale.config import ROLES, PolicyConfig, PoolPolicy, Role
+from tandem.api.vocabulary import ROLES, Role
+from tandem.autoscale.config import PolicyConfig, PoolPolicy
 from tandem.autoscale.coupling import ratio_violation
 from tandem.autoscale.observation import PodSample, PoolObservation, missing, observe
 from tandem.autoscale.policy import (

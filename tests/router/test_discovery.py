@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from tandem.api.vocabulary import Role
 from tandem.router.config import KubernetesSource
 from tandem.router.discovery import KubernetesDiscovery
-from tandem.router.endpoints import Role
 
 pytestmark = pytest.mark.timeout(10)
 

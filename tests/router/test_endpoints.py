@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from tandem.router.endpoints import EndpointPool, HealthState, NoEndpointError, Role
+from tandem.api.vocabulary import Role
+from tandem.router.endpoints import EndpointPool, HealthState, NoEndpointError
 from tandem.router.pick import least_loaded_policy
 
 pytestmark = pytest.mark.timeout(10)

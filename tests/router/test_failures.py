@@ -8,7 +8,8 @@ import json
 import aiohttp
 import pytest
 
-from tandem.router.endpoints import HealthState, Role
+from tandem.api.vocabulary import Role
+from tandem.router.endpoints import HealthState
 from tests.fake_engine import expected_text
 from tests.router.harness import MODEL, cluster
 

@@ -8,7 +8,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tandem.router.endpoints import EndpointPool, HealthState, Role
+from tandem.api.vocabulary import Role
+from tandem.router.endpoints import EndpointPool, HealthState
 from tandem.router.health import FAILURES_TO_EJECT, HealthProber
 
 pytestmark = pytest.mark.timeout(30)

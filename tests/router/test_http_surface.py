@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tandem.router.endpoints import Role
+from tandem.api.vocabulary import Role
 from tandem.router.main import router_command
 from tests.router.harness import MODEL, cluster, wait_ready
 

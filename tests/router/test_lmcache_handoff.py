@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tandem.router.endpoints import Role
+from tandem.api.vocabulary import Role
 from tandem.router.kvready import owner_of
 from tests.fake_engine import chat_template, expected_text, token_at, tokenize
 from tests.router.harness import MODEL, cluster, sse_payloads

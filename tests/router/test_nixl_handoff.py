@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tandem.router.endpoints import Role
+from tandem.api.vocabulary import Role
 from tests.fake_engine import expected_text
 from tests.router.harness import MODEL, cluster, sse_payloads
 

@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from tandem.api.v1alpha1 import InferenceServiceSpec
-from tandem.build import Owner, build_children
-from tandem.build.engine import engine_args, owned_flag_conflicts
-from tandem.build.kvconfig import kv_transfer_config
-from tandem.build.lmcache import lmcache_config
-from tandem.build.quantity import to_bytes
+from tandem.render import Owner, build_children
+from tandem.render.engine import engine_args, owned_flag_conflicts
+from tandem.render.kvconfig import kv_transfer_config
+from tandem.render.lmcache import lmcache_config
+from tandem.render.quantity import to_bytes
 from tests.conftest import EXAMPLES, load_example, make_spec
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"

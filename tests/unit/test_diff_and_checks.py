@@ -6,9 +6,9 @@ import copy
 from typing import Any
 
 from tandem.api.v1alpha1 import InferenceServiceSpec
-from tandem.build import Owner, build_children
 from tandem.reconcile.checks import check_spec
 from tandem.reconcile.diff import is_subset, up_to_date
+from tandem.render import Owner, build_children
 from tests.conftest import make_spec
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tandem.build.engine import ENGINE_COMMAND
-from tandem.build.router import ROUTER_COMMAND
+from tandem.render.engine import ENGINE_COMMAND
+from tandem.render.router import ROUTER_COMMAND
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "images"

@@ -25,7 +25,7 @@ def test_import_contracts_hold() -> None:
 
 def test_builders_import_without_kopf_or_client() -> None:
     code = (
-        "import sys; import tandem.build, tandem.api.crd, tandem.reconcile.status; "
+        "import sys; import tandem.render, tandem.api.crd, tandem.reconcile.status; "
         "bad=[m for m in ('kopf','kubernetes','aiohttp') if m in sys.modules]; "
         "assert not bad, bad"
     )

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from tandem.api.v1alpha1 import InferenceServiceSpec
-from tandem.build import Owner, build_children
 from tandem.reconcile.k8s import Conflict, NotFound
 from tandem.reconcile.reconciler import reconcile
+from tandem.render import Owner, build_children
 from tests.conftest import make_spec
 from tests.merge_patch import merge_patch
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tandem.api.v1alpha1 import InferenceServiceSpec
-from tandem.build import Owner
-from tandem.build.router import router_args
+from tandem.render import Owner
+from tandem.render.router import router_args
 from tandem.router.main import router_command
 from tests.conftest import EXAMPLES, load_example
 

@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from tandem.api.base import ApiModel, cel
 from tandem.api.conditions import Condition
 from tandem.api.vocabulary import Connector as Connector  # re-exported: the builders use it
-from tandem.api.vocabulary import PrefillFailure, RouterPolicy
+from tandem.api.vocabulary import PrefillFailurePolicy, Role, RouterPolicy
 
 GROUP = "tandem.dev"
 VERSION = "v1alpha1"
@@ -511,8 +511,8 @@ class RouterSpec(ApiModel):
     disaggregation: Disaggregation = Field(
         default_factory=Disaggregation, description="Selective disaggregation."
     )
-    on_prefill_failure: PrefillFailure = Field(
-        default=PrefillFailure.FAIL,
+    on_prefill_failure: PrefillFailurePolicy = Field(
+        default=PrefillFailurePolicy.FAIL,
         description="fail: answer 503; decode-only: serve the request on a decode engine.",
     )
     request_timeout_seconds: int = Field(
@@ -689,13 +689,17 @@ class InferenceServiceSpec(ApiModel):
         default_factory=Autoscaling, description="Per-pool autoscaling from queue metrics."
     )
 
+    def pool(self, role: Role) -> PrefillPoolSpec | DecodePoolSpec:
+        """The spec of one pool, typed (never ``getattr(spec, role)``)."""
+        return self.prefill if role is Role.PREFILL else self.decode
+
     @model_validator(mode="after")
     def _cross_field(self) -> InferenceServiceSpec:
         """The same cross-field rules as the CRD's CEL, for clusters and tests without CEL."""
         errors: list[str] = []
-        for role in ("prefill", "decode"):
-            pool: PoolSpec = getattr(self, role)
-            a: PoolAutoscaling = getattr(self, role).autoscaling
+        for role in Role:
+            pool = self.pool(role)
+            a: PoolAutoscaling = pool.autoscaling
             if a.min_replicas > a.max_replicas:
                 errors.append(f"spec.{role}.autoscaling.minReplicas: must be <= maxReplicas")
             elif self.autoscaling.enabled and not a.min_replicas <= pool.replicas <= a.max_replicas:
@@ -800,6 +804,16 @@ class InferenceServiceStatus(ApiModel):
     decode: PoolStatus | None = Field(default=None, description="Decode pool.")
     router: RouterStatus | None = Field(default=None, description="Router.")
     autoscaling: AutoscalingStatus | None = Field(default=None, description="Autoscaler.")
+
+    def pool(self, role: Role) -> PoolStatus | None:
+        """The status of one pool, typed (never ``getattr(status, role)``)."""
+        return self.prefill if role is Role.PREFILL else self.decode
+
+    def with_pool(self, role: Role, pool: PoolStatus) -> None:
+        if role is Role.PREFILL:
+            self.prefill = pool
+        else:
+            self.decode = pool
 
 
 class InferenceService(ApiModel):

@@ -10,6 +10,17 @@ from __future__ import annotations
 from enum import StrEnum
 
 
+class Role(StrEnum):
+    """The two engine pools. One enum for the API, the plan, the renderers, the reconciler, the
+    autoscaler and the router: a pool is never named by a bare string."""
+
+    PREFILL = "prefill"
+    DECODE = "decode"
+
+
+ROLES: tuple[Role, Role] = (Role.PREFILL, Role.DECODE)
+
+
 class Connector(StrEnum):
     """Which KV hand-off protocol the engines speak (dataplane.md §4)."""
 
@@ -25,7 +36,7 @@ class RouterPolicy(StrEnum):
     PREFIX_AWARE = "prefix-aware"
 
 
-class PrefillFailure(StrEnum):
+class PrefillFailurePolicy(StrEnum):
     """What the router does when the prefill leg fails."""
 
     FAIL = "fail"

@@ -21,7 +21,8 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from tandem.autoscale.config import ROLES, AutoscalerConfig, Role
+from tandem.api.vocabulary import ROLES, Role
+from tandem.autoscale.config import AutoscalerConfig
 from tandem.autoscale.drain import deletion_costs
 from tandem.autoscale.metrics import AutoscalerMetrics
 from tandem.autoscale.observation import PoolObservation, missing

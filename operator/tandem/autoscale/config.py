@@ -9,13 +9,12 @@ place that knows the wire names (``spec.prefill.autoscaling``, ``spec.autoscalin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING
+
+from tandem.api.vocabulary import Role
 
 if TYPE_CHECKING:
     from tandem.api.v1alpha1 import InferenceServiceSpec, PoolAutoscaling
-
-Role = Literal["prefill", "decode"]
-ROLES: Final[tuple[Role, Role]] = ("prefill", "decode")
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ class PolicyConfig:
     stale_after_s: float = 30.0
 
     def pool(self, role: Role) -> PoolPolicy:
-        return self.prefill if role == "prefill" else self.decode
+        return self.prefill if role is Role.PREFILL else self.decode
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tandem.autoscale.config import Role
+from tandem.api.vocabulary import Role
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tandem.autoscale.config import ROLES, PolicyConfig, PoolPolicy, Role
+from tandem.api.vocabulary import ROLES, Role
+from tandem.autoscale.config import PolicyConfig, PoolPolicy
 from tandem.autoscale.coupling import PoolBox, couple, ratio_violation
 from tandem.autoscale.need import Need, assess
 from tandem.autoscale.observation import PoolObservation
@@ -99,7 +100,7 @@ class Evaluation:
     memory: PolicyMemory
 
     def decision(self, role: Role) -> PoolDecision:
-        return self.prefill if role == "prefill" else self.decode
+        return self.prefill if role is Role.PREFILL else self.decode
 
     @property
     def decisions(self) -> tuple[PoolDecision, PoolDecision]:
@@ -159,7 +160,7 @@ def _reason(
     cur = state.replicas
     move = f"{cur} -> {final}" if final != cur else f"keeping {cur}"
     if final != target:
-        other = "decode" if role == "prefill" else "prefill"
+        other = Role.DECODE if role is Role.PREFILL else Role.PREFILL
         budget = config.max_gpus
         used = pair[0] * config.prefill.gpus_per_replica + pair[1] * config.decode.gpus_per_replica
         if final < target and budget is not None and used + pol.gpus_per_replica > budget:
@@ -230,7 +231,7 @@ def evaluate(
             pol, needs[role], mem, state.replicas, now
         )
 
-    cur_p, cur_d = states["prefill"].replicas, states["decode"].replicas
+    cur_p, cur_d = states[Role.PREFILL].replicas, states[Role.DECODE].replicas
     boxes: dict[Role, PoolBox] = {}
     budget = config.max_gpus
     over_budget = budget is not None and (
@@ -249,8 +250,8 @@ def evaluate(
             pressure=needs[role].pressure,
         )
     pair = couple(
-        boxes["prefill"],
-        boxes["decode"],
+        boxes[Role.PREFILL],
+        boxes[Role.DECODE],
         ratio_min=config.ratio_min,
         ratio_max=config.ratio_max,
         max_gpus=budget,
@@ -292,7 +293,7 @@ def evaluate(
             rates=need.rates,
         )
     return Evaluation(
-        prefill=decisions["prefill"],
-        decode=decisions["decode"],
-        memory=PolicyMemory(prefill=mems["prefill"], decode=mems["decode"]),
+        prefill=decisions[Role.PREFILL],
+        decode=decisions[Role.DECODE],
+        memory=PolicyMemory(prefill=mems[Role.PREFILL], decode=mems[Role.DECODE]),
     )

@@ -30,7 +30,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from tandem.autoscale.config import PrometheusSettings, Role, ScrapeSettings
+from tandem.api.vocabulary import Role
+from tandem.autoscale.config import PrometheusSettings, ScrapeSettings
 from tandem.autoscale.observation import PodSample, PoolObservation, missing, observe
 from tandem.autoscale.parse import engine_gauges, router_pending
 

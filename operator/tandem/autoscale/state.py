@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tandem.autoscale.config import Role
+from tandem.api.vocabulary import Role
 from tandem.autoscale.rates import RateMemory
 
 
@@ -49,4 +49,4 @@ class PolicyMemory:
     decode: PoolMemory = field(default_factory=PoolMemory)
 
     def pool(self, role: Role) -> PoolMemory:
-        return self.prefill if role == "prefill" else self.decode
+        return self.prefill if role is Role.PREFILL else self.decode

@@ -30,17 +30,18 @@ from tandem.api.v1alpha1 import (
     LastScale,
     PoolStatus,
 )
+from tandem.api.vocabulary import Role
 from tandem.autoscale.actuator import FIELD_MANAGER, Autoscaler, ClusterHooks
-from tandem.autoscale.config import Role, from_spec
+from tandem.autoscale.config import from_spec
 from tandem.autoscale.drain import annotation_patches
 from tandem.autoscale.metrics import AutoscalerMetrics
 from tandem.autoscale.policy import HOLD_REASONS, PoolDecision, PoolState
 from tandem.autoscale.policy import Reason as ScaleReason
 from tandem.autoscale.sources import PodRef, make_source
-from tandem.build.names import LABEL_INSTANCE, LABEL_ROLE, pool_name
-from tandem.build.router import CONTAINER_PORT as ROUTER_PORT
 from tandem.reconcile.k8s import Conflict, Kube, NotFound
 from tandem.reconcile.reconciler import parse_spec
+from tandem.render.names import LABEL_INSTANCE, LABEL_ROLE, pool_name
+from tandem.render.router import CONTAINER_PORT as ROUTER_PORT
 
 log = logging.getLogger("tandem.autoscaler")
 
@@ -140,14 +141,14 @@ def apply_tick_to_status(
     """Status after one tick: lastScale/desiredReplicas for applied changes, the condition."""
     st = previous.model_copy(deep=True)
     for role, (d, applied) in decisions.items():
-        pool: PoolStatus = getattr(st, role) or PoolStatus()
+        pool: PoolStatus = st.pool(Role(role)) or PoolStatus()
         if applied:
             pool.last_scale = LastScale(
                 time=now, from_=d.current, to=d.desired, reason=d.reason.value
             )
             pool.desired_replicas = d.desired
             pool.ready = f"{pool.ready_replicas}/{d.desired}"
-        setattr(st, role, pool)
+        st.with_pool(Role(role), pool)
     status, reason, message = autoscaling_condition({r: d for r, (d, _) in decisions.items()})
     st.conditions = set_condition(
         st.conditions, ConditionType.AUTOSCALING, status, reason, message, now, generation

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tandem.api.conditions import Reason
-from tandem.api.v1alpha1 import InferenceServiceSpec, PoolSpec
-from tandem.build.engine import owned_env_conflicts, owned_flag_conflicts
-from tandem.build.names import ROLES
-from tandem.build.quantity import to_bytes
+from tandem.api.v1alpha1 import InferenceServiceSpec
+from tandem.api.vocabulary import ROLES
+from tandem.render.engine import owned_env_conflicts, owned_flag_conflicts
+from tandem.render.quantity import to_bytes
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def check_spec(spec: InferenceServiceSpec, nodes: list[dict[str, Any]] | None) -
                 f"{what} Tandem derives from the spec: " + ", ".join(found),
             )
     for role in ROLES:
-        pool: PoolSpec = getattr(spec, role)
+        pool = spec.pool(role)
         gpus = pool.parallelism.gpus
         if gpus > pool.gpus_per_node:
             return Rejection(

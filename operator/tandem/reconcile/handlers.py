@@ -17,10 +17,10 @@ import kopf
 
 from tandem.api.v1alpha1 import GROUP, PLURAL, VERSION
 from tandem.autoscale.metrics import AutoscalerMetrics
-from tandem.build.names import LABEL_INSTANCE, MANAGED_BY
 from tandem.reconcile.k8s import ApiError, Forbidden, Kube, NotFound, load_api_client
 from tandem.reconcile.metrics import OperatorMetrics
 from tandem.reconcile.reconciler import Outcome, reconcile
+from tandem.render.names import LABEL_INSTANCE, MANAGED_BY
 
 log = logging.getLogger("tandem.operator")
 

@@ -19,17 +19,17 @@ from pydantic import ValidationError
 
 from tandem.api.conditions import ConditionType, Reason, get_condition
 from tandem.api.v1alpha1 import InferenceServiceSpec, InferenceServiceStatus
-from tandem.build import Owner, build_children
-from tandem.build.names import LABEL_INSTANCE, LABEL_ROLE, MANAGED_BY, ROLES
+from tandem.api.vocabulary import ROLES, Role
 from tandem.reconcile import status as st
 from tandem.reconcile.checks import Rejection, check_spec
 from tandem.reconcile.diff import up_to_date
 from tandem.reconcile.k8s import CHILD_KINDS, Conflict, Forbidden, Invalid, Kube, NotFound
+from tandem.render import Owner, build_children
+from tandem.render.names import LABEL_INSTANCE, LABEL_ROLE, MANAGED_BY, ROUTER
 
 log = logging.getLogger("tandem.reconcile")
 
 AUTOSCALER_MANAGER = "tandem-autoscaler"
-ROUTER_ROLE = "router"
 
 
 def utcnow() -> str:
@@ -133,7 +133,7 @@ def apply_children(
             and not _autoscaler_owns_replicas(current)
         ):
             role = current["metadata"].get("labels", {}).get(LABEL_ROLE, "")
-            pool = getattr(spec, role, None)
+            pool = spec.pool(Role(role)) if role in set(Role) else None
             replicas = int(current.get("spec", {}).get("replicas", 1))
             if pool is not None:
                 a = pool.autoscaling
@@ -149,7 +149,7 @@ def apply_children(
             # A new autoscaled pool starts at spec.<pool>.replicas (clamped to its bounds), set
             # under the autoscaler's field manager so the reconcile never owns the field.
             role = child["metadata"]["labels"].get(LABEL_ROLE, "")
-            pool = getattr(spec, role, None)
+            pool = spec.pool(Role(role)) if role in set(Role) else None
             if pool is not None:
                 a = pool.autoscaling
                 start = min(max(pool.replicas, a.min_replicas), a.max_replicas)
@@ -173,7 +173,7 @@ def apply_children(
 def observe(kube: Kube, namespace: str, name: str, live: dict[str, dict[str, Any]]) -> st.Observed:
     deployments: dict[str, st.DeploymentView | None] = {}
     unschedulable: dict[str, str] = {}
-    for role in (*ROLES, ROUTER_ROLE):
+    for role in (*ROLES, ROUTER):
         obj = live.get(f"Deployment/{name}-{role}")
         view = st.DeploymentView.from_obj(obj) if obj else None
         deployments[role] = view

@@ -26,9 +26,13 @@ from tandem.api.v1alpha1 import (
     PoolStatus,
     RouterStatus,
 )
-from tandem.build.names import DECODE, PREFILL, router_name
+from tandem.api.vocabulary import ROLES, Role
+from tandem.render.names import router_name
 
-POOL_CONDITION = {PREFILL: ConditionType.PREFILL_READY, DECODE: ConditionType.DECODE_READY}
+POOL_CONDITION = {
+    Role.PREFILL: ConditionType.PREFILL_READY,
+    Role.DECODE: ConditionType.DECODE_READY,
+}
 
 
 @dataclass(frozen=True)
@@ -114,13 +118,13 @@ def compute_status(
         acceptance.reason,
         acceptance.message,
     )
-    pools: dict[str, PoolStatus] = {}
-    for role in (PREFILL, DECODE):
+    pools: dict[Role, PoolStatus] = {}
+    for role in ROLES:
         view = observed.deployments.get(role)
         st, reason, msg = _pool_condition(view, observed.unschedulable.get(role))
         put(POOL_CONDITION[role], st, reason, msg)
-        prev: PoolStatus | None = getattr(previous, role)
-        pool_spec = getattr(spec, role) if spec is not None else None
+        prev = previous.pool(role)
+        pool_spec = spec.pool(role) if spec is not None else None
         gpus = (
             pool_spec.parallelism.gpus
             if pool_spec is not None
@@ -192,10 +196,10 @@ def compute_status(
     return InferenceServiceStatus(
         observed_generation=generation,
         endpoint=f"http://{router_name(name)}.{namespace}.svc:{port}/v1",
-        parallelism=f"P:{pools[PREFILL].parallelism} D:{pools[DECODE].parallelism}",
+        parallelism=f"P:{pools[Role.PREFILL].parallelism} D:{pools[Role.DECODE].parallelism}",
         conditions=conds,
-        prefill=pools[PREFILL],
-        decode=pools[DECODE],
+        prefill=pools[Role.PREFILL],
+        decode=pools[Role.DECODE],
         router=RouterStatus(
             replicas=rview.replicas if rview else 0, ready_replicas=rview.ready if rview else 0
         ),

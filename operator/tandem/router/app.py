@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Protocol
 import aiohttp
 from aiohttp import web
 
+from tandem.api.vocabulary import Role
 from tandem.router.config import Connector, RouterConfig
 from tandem.router.dispatch import Dispatcher
-from tandem.router.endpoints import Endpoint, EndpointPool, Role
+from tandem.router.endpoints import Endpoint, EndpointPool
 from tandem.router.health import HealthProber
 from tandem.router.metrics import RouterMetrics
 from tandem.router.pick import PolicyName, make_policy

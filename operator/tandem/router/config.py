@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tandem.api.vocabulary import Connector
-from tandem.api.vocabulary import PrefillFailure as PrefillFailurePolicy
+from tandem.api.vocabulary import Connector, PrefillFailurePolicy
 from tandem.router.pick import PolicyName
 
 __all__ = ["ConfigError", "Connector", "KubernetesSource", "PrefillFailurePolicy", "RouterConfig"]

@@ -18,8 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
+from tandem.api.vocabulary import Role
 from tandem.router.config import KubernetesSource
-from tandem.router.endpoints import Role
 from tandem.router.slices import urls_from_slices
 
 log = logging.getLogger(__name__)

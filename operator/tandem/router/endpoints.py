@@ -21,16 +21,10 @@ from enum import StrEnum
 from types import TracebackType
 from urllib.parse import urlsplit
 
+from tandem.api.vocabulary import Role
 from tandem.router.pick import Candidate, PickRequest, Policy, pick
 
 log = logging.getLogger(__name__)
-
-
-class Role(StrEnum):
-    """Which pool an endpoint belongs to."""
-
-    PREFILL = "prefill"
-    DECODE = "decode"
 
 
 class HealthState(StrEnum):

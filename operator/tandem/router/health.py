@@ -20,7 +20,8 @@ from collections.abc import Iterable, Mapping
 
 import aiohttp
 
-from tandem.router.endpoints import Endpoint, EndpointPool, HealthState, Role
+from tandem.api.vocabulary import Role
+from tandem.router.endpoints import Endpoint, EndpointPool, HealthState
 from tandem.router.enginemetrics import parse_engine_load
 from tandem.router.upstream import get_status, get_text
 

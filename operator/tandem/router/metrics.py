@@ -17,7 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tandem.router.endpoints import EndpointPool, HealthState, Role
+from tandem.api.vocabulary import Role
+from tandem.router.endpoints import EndpointPool, HealthState
 
 PREFIX: Final = "tandem_router_"
 

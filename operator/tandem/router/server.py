@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from tandem.router.endpoints import EndpointPool, Role
+from tandem.api.vocabulary import Role
+from tandem.router.endpoints import EndpointPool
 from tandem.router.errors import (
     InternalError,
     InvalidRequest,

@@ -7,8 +7,9 @@ from typing import Protocol
 
 import aiohttp
 
+from tandem.api.vocabulary import Role
 from tandem.router.config import RouterConfig
-from tandem.router.endpoints import EndpointPool, Lease, NoEndpointError, Role
+from tandem.router.endpoints import EndpointPool, Lease, NoEndpointError
 from tandem.router.errors import DecodeUnavailable, PrefillFailure
 from tandem.router.metrics import RouterMetrics
 from tandem.router.pick import Policy

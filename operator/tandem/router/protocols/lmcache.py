@@ -28,8 +28,9 @@ from typing import Any, Final
 
 import aiohttp
 
+from tandem.api.vocabulary import Role
 from tandem.router import sse
-from tandem.router.endpoints import Endpoint, Role
+from tandem.router.endpoints import Endpoint
 from tandem.router.errors import DecodeFailed, PrefillFailure
 from tandem.router.jsonbody import Edit
 from tandem.router.kvready import KvReadyHub

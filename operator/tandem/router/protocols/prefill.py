@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tandem.router.endpoints import Role
+from tandem.api.vocabulary import Role
 from tandem.router.errors import PrefillFailure
 from tandem.router.jsonbody import JsonBody
 from tandem.router.protocols.base import RouterContext

@@ -13,7 +13,8 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 
-from tandem.router.endpoints import Endpoint, Role
+from tandem.api.vocabulary import Role
+from tandem.router.endpoints import Endpoint
 from tandem.router.errors import DecodeFailed, DecodeUnavailable
 from tandem.router.protocols.base import RouterContext
 from tandem.router.reply import Reply

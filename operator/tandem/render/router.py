@@ -9,12 +9,11 @@ from __future__ import annotations
 from typing import Any, Final
 
 from tandem.api.v1alpha1 import Connector, InferenceServiceSpec
-from tandem.build import lmcache
-from tandem.build.engine import served_name
-from tandem.build.meta import Owner, metadata
-from tandem.build.names import (
-    DECODE,
-    PREFILL,
+from tandem.api.vocabulary import Role
+from tandem.render import lmcache
+from tandem.render.engine import served_name
+from tandem.render.meta import Owner, metadata
+from tandem.render.names import (
     ROUTER,
     labels,
     pool_name,
@@ -42,8 +41,8 @@ def router_args(spec: InferenceServiceSpec, owner: Owner) -> list[str]:
         "--request-timeout", str(r.request_timeout_seconds),
         "--max-inflight-per-engine", str(r.max_inflight_per_engine),
         "--namespace", owner.namespace,
-        "--prefill-service", pool_name(owner.name, PREFILL),
-        "--decode-service", pool_name(owner.name, DECODE),
+        "--prefill-service", pool_name(owner.name, Role.PREFILL),
+        "--decode-service", pool_name(owner.name, Role.DECODE),
         "--engine-port", str(spec.engine.port),
     ]  # fmt: skip
     if spec.kv_transfer.connector == Connector.LMCACHE:

@@ -18,13 +18,12 @@ from tandem.api.v1alpha1 import (
     KVCacheDtype,
     PoolSpec,
 )
-from tandem.build import lmcache
-from tandem.build.kvconfig import kv_transfer_config_json
-from tandem.build.meta import Owner, metadata
-from tandem.build.names import (
-    DECODE,
+from tandem.api.vocabulary import Role
+from tandem.render import lmcache
+from tandem.render.kvconfig import kv_transfer_config_json
+from tandem.render.meta import Owner, metadata
+from tandem.render.names import (
     ENGINE_PORT_NAME,
-    PREFILL,
     labels,
     lmcache_config_name,
     pool_name,
@@ -121,9 +120,9 @@ def _toggle(flag: str, value: bool | None) -> list[str]:
     return [f"--{flag}"] if value else [f"--no-{flag}"]
 
 
-def engine_args(spec: InferenceServiceSpec, name: str, role: str) -> list[str]:
+def engine_args(spec: InferenceServiceSpec, name: str, role: Role) -> list[str]:
     """The arguments after ``vllm serve``."""
-    pool: PoolSpec = getattr(spec, role)
+    pool: PoolSpec = spec.pool(role)
     eng = spec.engine
     model, model_flags = model_location(spec)
     par = pool.parallelism
@@ -161,7 +160,7 @@ def engine_args(spec: InferenceServiceSpec, name: str, role: str) -> list[str]:
     if eng.enforce_eager:
         args.append("--enforce-eager")
     sd = eng.speculative_decoding
-    if sd is not None and role == DECODE:
+    if sd is not None and role == Role.DECODE:
         cfg: dict[str, Any] = {"num_speculative_tokens": sd.num_speculative_tokens}
         if sd.method == "ngram":
             cfg |= {
@@ -176,12 +175,12 @@ def engine_args(spec: InferenceServiceSpec, name: str, role: str) -> list[str]:
     return args + list(eng.args) + list(pool.args)
 
 
-def engine_env(spec: InferenceServiceSpec, role: str) -> list[dict[str, Any]]:
+def engine_env(spec: InferenceServiceSpec, role: Role) -> list[dict[str, Any]]:
     """Derived variables first, then tunable defaults (a user value replaces one in place), then
     the rest of ``spec.engine.env`` and ``spec.<pool>.env`` (the pool's wins). One entry per
     name: server-side apply merges the list by name and rejects duplicates. Variables Tandem
     derives cannot be overridden (see :func:`owned_env_conflicts`)."""
-    pool: PoolSpec = getattr(spec, role)
+    pool: PoolSpec = spec.pool(role)
     derived: list[dict[str, Any]] = [
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "PYTHONHASHSEED", "value": PYTHONHASHSEED},
@@ -201,7 +200,7 @@ def engine_env(spec: InferenceServiceSpec, role: str) -> list[dict[str, Any]]:
         ]
     else:
         derived.append({"name": "LMCACHE_CONFIG_FILE", "value": lmcache.config_path(role)})
-        if role == DECODE:
+        if role == Role.DECODE:
             derived.append({"name": "LMCACHE_PD_PEER_HOST", "value": "$(POD_IP)"})
     user = {var.name: var.value for var in [*spec.engine.env, *pool.env]}
     defaults = {
@@ -225,13 +224,13 @@ def owned_env_conflicts(spec: InferenceServiceSpec) -> list[str]:
     ]
 
 
-def _ports(spec: InferenceServiceSpec, role: str) -> list[dict[str, Any]]:
+def _ports(spec: InferenceServiceSpec, role: Role) -> list[dict[str, Any]]:
     ports = [{"name": ENGINE_PORT_NAME, "containerPort": spec.engine.port, "protocol": "TCP"}]
     kv = spec.kv_transfer
     if kv.connector == Connector.NIXL:
         port = kv.nixl_settings.side_channel_port
         ports.append({"name": NIXL_PORT_NAME, "containerPort": port, "protocol": "TCP"})
-    elif role == DECODE:
+    elif role == Role.DECODE:
         init_ports, alloc_ports = lmcache.decoder_ports(spec)
         for rank, (i, a) in enumerate(zip(init_ports, alloc_ports, strict=True)):
             ports.append({"name": f"lmc-init-{rank}", "containerPort": i, "protocol": "TCP"})
@@ -239,8 +238,8 @@ def _ports(spec: InferenceServiceSpec, role: str) -> list[dict[str, Any]]:
     return ports
 
 
-def _resources(spec: InferenceServiceSpec, role: str) -> dict[str, Any]:
-    pool: PoolSpec = getattr(spec, role)
+def _resources(spec: InferenceServiceSpec, role: Role) -> dict[str, Any]:
+    pool: PoolSpec = spec.pool(role)
     gpus = str(pool.parallelism.gpus)
     gpu_name = pool.resources.gpu_resource_name
     requests: dict[str, str] = {gpu_name: gpus}
@@ -263,9 +262,9 @@ def _probe(path: str, port: str, period: int, failures: int) -> dict[str, Any]:
 
 
 def pod_template(
-    spec: InferenceServiceSpec, name: str, role: str, config_hash: str | None
+    spec: InferenceServiceSpec, name: str, role: Role, config_hash: str | None
 ) -> dict[str, Any]:
-    pool: PoolSpec = getattr(spec, role)
+    pool: PoolSpec = spec.pool(role)
     eng = spec.engine
     volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": eng.shm_size}},
@@ -338,13 +337,13 @@ def config_hash(data: dict[str, str]) -> str:
 def pool_deployment(
     spec: InferenceServiceSpec,
     owner: Owner,
-    role: str,
+    role: Role,
     lmcache_hash: str | None,
 ) -> dict[str, Any]:
     """The pool's Deployment. ``replicas`` is left out when the autoscaler owns it."""
-    if role not in (PREFILL, DECODE):
+    if role not in (Role.PREFILL, Role.DECODE):
         raise ValueError(f"unknown role {role!r}")
-    pool: PoolSpec = getattr(spec, role)
+    pool: PoolSpec = spec.pool(role)
     name = owner.name
     dep_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(name, role)},
@@ -367,7 +366,7 @@ def pool_deployment(
     }
 
 
-def pool_service(spec: InferenceServiceSpec, owner: Owner, role: str) -> dict[str, Any]:
+def pool_service(spec: InferenceServiceSpec, owner: Owner, role: Role) -> dict[str, Any]:
     """Headless Service: its EndpointSlices list the pool's ready engines for the router."""
     name = owner.name
     return {
@@ -392,7 +391,7 @@ def pool_service(spec: InferenceServiceSpec, owner: Owner, role: str) -> dict[st
 def lmcache_configmap(spec: InferenceServiceSpec, owner: Owner) -> dict[str, Any]:
     data = {
         lmcache.config_key(role): lmcache.lmcache_yaml(spec, owner.name, owner.namespace, role)
-        for role in (PREFILL, DECODE)
+        for role in (Role.PREFILL, Role.DECODE)
     }
     return {
         "apiVersion": "v1",

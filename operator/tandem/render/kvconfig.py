@@ -12,14 +12,14 @@ import json
 from typing import Any
 
 from tandem.api.v1alpha1 import Connector, InferenceServiceSpec
-from tandem.build.names import PREFILL
+from tandem.api.vocabulary import Role
 
 NIXL_CONNECTOR = "NixlConnector"
 LMCACHE_CONNECTOR = "LMCacheConnectorV1"
 
 
-def kv_transfer_config(spec: InferenceServiceSpec, role: str) -> dict[str, Any]:
-    producer = role == PREFILL
+def kv_transfer_config(spec: InferenceServiceSpec, role: Role) -> dict[str, Any]:
+    producer = role == Role.PREFILL
     kv = spec.kv_transfer
     if kv.connector == Connector.NIXL:
         nixl = kv.nixl_settings
@@ -43,6 +43,6 @@ def kv_transfer_config(spec: InferenceServiceSpec, role: str) -> dict[str, Any]:
     }
 
 
-def kv_transfer_config_json(spec: InferenceServiceSpec, role: str) -> str:
+def kv_transfer_config_json(spec: InferenceServiceSpec, role: Role) -> str:
     """Compact, key-sorted JSON, so identical specs give byte-identical pod templates."""
     return json.dumps(kv_transfer_config(spec, role), separators=(",", ":"), sort_keys=True)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Final
 
-PREFILL: Final = "prefill"
-DECODE: Final = "decode"
+from tandem.api.vocabulary import Role
+
+# The router is a component, not a pool: it has no Role.
 ROUTER: Final = "router"
-ROLES: Final = (PREFILL, DECODE)
 
 LABEL_ROLE: Final = "tandem.dev/role"
 LABEL_INSTANCE: Final = "tandem.dev/instance"
@@ -21,7 +21,7 @@ PART_OF: Final = "tandem"
 ENGINE_PORT_NAME: Final = "http"
 
 
-def pool_name(name: str, role: str) -> str:
+def pool_name(name: str, role: Role) -> str:
     """Deployment and headless Service of a pool: ``<name>-prefill`` / ``<name>-decode``."""
     return f"{name}-{role}"
 
@@ -36,7 +36,7 @@ def lmcache_config_name(name: str) -> str:
 
 def selector_labels(name: str, role: str) -> dict[str, str]:
     """Immutable Deployment selector: the instance and the role."""
-    return {LABEL_INSTANCE: name, LABEL_ROLE: role}
+    return {LABEL_INSTANCE: name, LABEL_ROLE: str(role)}
 
 
 def labels(name: str, role: str, component_name: str, version: str | None = None) -> dict[str, str]:
@@ -44,7 +44,7 @@ def labels(name: str, role: str, component_name: str, version: str | None = None
     out = {
         "app.kubernetes.io/name": component_name,
         "app.kubernetes.io/instance": name,
-        "app.kubernetes.io/component": role,
+        "app.kubernetes.io/component": str(role),
         "app.kubernetes.io/part-of": PART_OF,
         "app.kubernetes.io/managed-by": MANAGED_BY,
         **selector_labels(name, role),

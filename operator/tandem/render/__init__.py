@@ -4,7 +4,7 @@ Nothing here talks to Kubernetes or imports kopf or the client (an import-linter
 .importlinter enforces it), so every child is unit-testable and ``tandem render`` works offline.
 """
 
-from tandem.build.children import build_children
-from tandem.build.meta import Owner
+from tandem.render.children import build_children
+from tandem.render.meta import Owner
 
 __all__ = ["Owner", "build_children"]

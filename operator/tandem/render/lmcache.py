@@ -15,18 +15,19 @@ from typing import Any
 import yaml
 
 from tandem.api.v1alpha1 import InferenceServiceSpec
-from tandem.build.names import DECODE, PREFILL, router_host
-from tandem.build.quantity import to_bytes
+from tandem.api.vocabulary import Role
+from tandem.render.names import router_host
+from tandem.render.quantity import to_bytes
 
 CONFIG_DIR = "/etc/lmcache"
 PEER_HOST_PLACEHOLDER = "0.0.0.0"
 
 
-def config_key(role: str) -> str:
+def config_key(role: Role) -> str:
     return f"{role}.yaml"
 
 
-def config_path(role: str) -> str:
+def config_path(role: Role) -> str:
     return f"{CONFIG_DIR}/{config_key(role)}"
 
 
@@ -41,7 +42,7 @@ def decoder_ports(spec: InferenceServiceSpec) -> tuple[list[int], list[int]]:
 
 
 def lmcache_config(
-    spec: InferenceServiceSpec, name: str, namespace: str, role: str
+    spec: InferenceServiceSpec, name: str, namespace: str, role: Role
 ) -> dict[str, Any]:
     lm = spec.kv_transfer.lmcache_settings
     common: dict[str, Any] = {
@@ -51,7 +52,7 @@ def lmcache_config(
         "pd_buffer_device": lm.buffer_device,
         "nixl_backends": list(lm.nixl_backends),
     }
-    if role == PREFILL:
+    if role == Role.PREFILL:
         cfg = {
             **common,
             "local_cpu": False,
@@ -65,7 +66,7 @@ def lmcache_config(
             cfg["remote_url"] = lm.remote_cache.url
             cfg["remote_serde"] = lm.remote_cache.serde
         return cfg
-    if role != DECODE:
+    if role != Role.DECODE:
         raise ValueError(f"unknown role {role!r}")
     init_ports, alloc_ports = decoder_ports(spec)
     return {
@@ -81,5 +82,5 @@ def lmcache_config(
     }
 
 
-def lmcache_yaml(spec: InferenceServiceSpec, name: str, namespace: str, role: str) -> str:
+def lmcache_yaml(spec: InferenceServiceSpec, name: str, namespace: str, role: Role) -> str:
     return yaml.safe_dump(lmcache_config(spec, name, namespace, role), sort_keys=True)

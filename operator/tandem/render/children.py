@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from tandem.api.v1alpha1 import Connector, InferenceServiceSpec
-from tandem.build.engine import config_hash, lmcache_configmap, pool_deployment, pool_service
-from tandem.build.meta import Owner
-from tandem.build.names import ROLES
-from tandem.build.router import router_deployment, router_rbac, router_service
+from tandem.api.vocabulary import ROLES
+from tandem.render.engine import config_hash, lmcache_configmap, pool_deployment, pool_service
+from tandem.render.meta import Owner
+from tandem.render.router import router_deployment, router_rbac, router_service
 
 Manifest = dict[str, Any]
 
