@@ -387,6 +387,7 @@ EOF
     node.kubernetes.io/instance-type: gpu-8x-h100
     nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3
     nvidia.com/gpu.count: "$gpus"
+    nvidia.com/gpu.memory: "81559"
 EOF
   fi
   cat <<EOF

@@ -180,14 +180,12 @@ class OperatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
-        env = dict(
-            os.environ, KUBECONFIG=self.kubeconfig, TANDEM_RESYNC_SECONDS=str(self.resync_seconds)
-        )
+        env = dict(os.environ, KUBECONFIG=self.kubeconfig)
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tandem", "run", "--standalone", *self._scope(),
              "--liveness=", f"--metrics-port={self.metrics_port}", "--metrics-host=127.0.0.1",
-             *self.extra],
+             f"--resync-seconds={self.resync_seconds}", *self.extra],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
         )  # fmt: skip
         return self

@@ -98,6 +98,9 @@ def test_pool_larger_than_cluster_stays_pending(
     operator: h.OperatorProcess, namespace: str
 ) -> None:
     doc = h.example("llama-1p1d-lmcache.yaml", namespace, name="too-big")
+    # LMCache needs the same parallelism in both pools: one 8-GPU prefill replica fits a node,
+    # six 8-GPU decode replicas do not fit the four nodes that are left.
+    doc["spec"]["prefill"] = {"replicas": 1, "parallelism": {"tensor": 8}}
     doc["spec"]["decode"] = {"replicas": 6, "parallelism": {"tensor": 8}}
     h.apply(doc)
 
@@ -132,7 +135,7 @@ def test_semantic_rejection_keeps_running_pools(
     before = {
         n: d["metadata"]["resourceVersion"] for n, d in deployments(namespace, "keep").items()
     }
-    doc["spec"]["decode"]["parallelism"] = {"tensor": 8, "pipeline": 2}  # 16 GPUs > gpusPerNode 8
+    doc["spec"]["decode"]["parallelism"] = {"tensor": 16}  # 16 GPUs > gpusPerNode 8
     h.apply(doc)
 
     def rejected() -> dict[str, Any] | None:
@@ -169,24 +172,11 @@ def test_updates_roll_only_the_right_children(operator: h.OperatorProcess, names
     doc = h.example("llama-1p1d-lmcache.yaml", namespace, name="upd")
     h.apply(doc)
     h.wait_ready("upd", namespace)
-    gen = {n: d["metadata"]["generation"] for n, d in deployments(namespace, "upd").items()}
 
-    doc["spec"]["prefill"]["parallelism"] = {"tensor": 2}
-    h.apply(doc)
-    h.wait_for(
-        lambda: (
-            engine_container(deployments(namespace, "upd")["upd-prefill"])["resources"]["limits"][
-                "nvidia.com/gpu"
-            ]
-            == "2"
-        ),
-        timeout=60,
-        what="prefill TP=2",
-    )
-    now = {n: d["metadata"]["generation"] for n, d in deployments(namespace, "upd").items()}
-    assert now["upd-prefill"] > gen["upd-prefill"]
-    assert now["upd-decode"] == gen["upd-decode"] and now["upd-router"] == gen["upd-router"]
+    def generations() -> dict[str, int]:
+        return {n: d["metadata"]["generation"] for n, d in deployments(namespace, "upd").items()}
 
+    gen = generations()
     doc["spec"]["decode"]["replicas"] = 2
     h.apply(doc)
     h.wait_for(
@@ -194,11 +184,11 @@ def test_updates_roll_only_the_right_children(operator: h.OperatorProcess, names
         timeout=60,
         what="decode replicas 2",
     )
-    later = {n: d["metadata"]["generation"] for n, d in deployments(namespace, "upd").items()}
-    assert later["upd-prefill"] == now["upd-prefill"] and later["upd-router"] == now["upd-router"]
+    now = generations()
+    assert now["upd-decode"] > gen["upd-decode"]
+    assert now["upd-prefill"] == gen["upd-prefill"] and now["upd-router"] == gen["upd-router"]
 
     doc["spec"]["kvTransfer"] = {"connector": "nixl"}
-    doc["spec"]["decode"]["parallelism"] = {"tensor": 2}
     h.apply(doc)
     h.wait_for(
         lambda: not h.exists("configmap", "upd-lmcache", namespace),
@@ -206,13 +196,29 @@ def test_updates_roll_only_the_right_children(operator: h.OperatorProcess, names
         what="LMCache ConfigMap pruned",
     )
     deps = deployments(namespace, "upd")
-    kv = json.loads(
-        engine_container(deps["upd-decode"])["args"][
-            engine_container(deps["upd-decode"])["args"].index("--kv-transfer-config") + 1
-        ]
-    )
+    args = engine_container(deps["upd-decode"])["args"]
+    kv = json.loads(args[args.index("--kv-transfer-config") + 1])
     assert kv["kv_connector"] == "NixlConnector"
     assert "--kv-ready-port" not in engine_container(deps["upd-router"])["args"]
+    h.wait_ready("upd", namespace)
+
+    # NIXL lets the pools differ (decode at least as wide): a wider decode rolls decode only.
+    gen = generations()
+    doc["spec"]["decode"]["parallelism"] = {"tensor": 2}
+    h.apply(doc)
+    h.wait_for(
+        lambda: (
+            engine_container(deployments(namespace, "upd")["upd-decode"])["resources"]["limits"][
+                "nvidia.com/gpu"
+            ]
+            == "2"
+        ),
+        timeout=60,
+        what="decode TP=2",
+    )
+    now = generations()
+    assert now["upd-decode"] > gen["upd-decode"]
+    assert now["upd-prefill"] == gen["upd-prefill"] and now["upd-router"] == gen["upd-router"]
     h.wait_ready("upd", namespace)
 
 

@@ -18,6 +18,10 @@ step "Python environment"
 VENV=$(scripts/bootstrap.sh | tail -n1)
 export PATH="$TANDEM_CACHE/bin:$VENV/bin:$PATH"
 
+step "Checkov environment (policy checks of the rendered children and the chart)"
+TANDEM_CHECKOV=$(scripts/checkov_env.sh | tail -n1)
+export TANDEM_CHECKOV
+
 step "Cluster tools (kubectl, helm, kube-apiserver, kwok, etcd)"
 e2e/cluster.sh tools
 

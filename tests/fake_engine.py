@@ -11,6 +11,21 @@ inverts it), and the token generated at absolute position p of a sequence is
 positions L..L+M-1, and a decoder that receives `prompt + [first token]` continues exactly
 where the prefiller stopped: tests can check the stitched answer character by character.
 
+KV bookkeeping: engines of one test cluster can share a `KvFabric`. A NIXL prefill then holds
+its blocks there until a decoder pulls them (`do_remote_prefill`), and an LMCache prefill pushes
+its prompt's chunks into it until a decoder retrieves them by looking up `prompt[:-1]`
+(`skip_last_n_tokens: 1`), exactly as LMCache frees a receiver's buffer only on retrieval.
+Decoders count what they got from the fabric as `external_kv_transfer` prompt tokens and
+recompute (`local_compute`) what is missing. Without a fabric, a decoder trusts the protocol.
+
+`faults.degraded` models an engine whose KV connector failed at start (LMCache's "degraded
+mode (recompute)"): it serves and answers `/health` 200, but a prefiller never pushes or
+notifies and a decoder never loads external KV.
+
+Requests whose `X-Request-Id` starts with `tandem-canary-` (the router's canary hand-offs) or
+`tandem-drain-` (its drains of abandoned LMCache pushes) are recorded in `canary_requests` and
+`drain_requests`, not in `requests`, and canary notifications are not in `notifications_sent`.
+
 Use in-process (`async with FakeEngine(role="prefill") as engine: engine.url`) with injectable
 faults (`engine.faults`), recorded requests (`engine.requests`) and settable metrics, or run it:
 
@@ -26,6 +41,8 @@ import json
 import signal
 import time
 import uuid
+import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -38,6 +55,8 @@ from multidict import CIMultiDict
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
+CANARY_ID_PREFIX = "tandem-canary-"
+DRAIN_ID_PREFIX = "tandem-drain-"
 
 
 def tokenize(text: str) -> list[int]:
@@ -71,6 +90,37 @@ def expected_text(prompt_len: int, max_tokens: int) -> str:
     return "".join(chr(token_at(prompt_len + i)) for i in range(max_tokens))
 
 
+def structured_text(prompt_len: int, max_tokens: int) -> str:
+    """What the fake model writes under a JSON `response_format`: a JSON object (deterministic)."""
+    return json.dumps({"text": expected_text(prompt_len, max_tokens)})
+
+
+@dataclass
+class KvFabric:
+    """KV in transit between the fake engines of one cluster (see the module docstring)."""
+
+    #: NIXL: remote_request_id → prompt tokens a prefiller holds for a decoder to pull.
+    nixl: dict[str, int] = field(default_factory=dict)
+    #: LMCache: pushed prompt token ids → pushes not yet retrieved by a decoder.
+    lmcache: dict[tuple[int, ...], int] = field(default_factory=dict)
+
+    def push(self, tokens: list[int]) -> None:
+        key = tuple(tokens)
+        self.lmcache[key] = self.lmcache.get(key, 0) + 1
+
+    def retrieve(self, tokens: list[int]) -> bool:
+        """Take one push of `tokens` out of the buffer; False when there is none."""
+        key = tuple(tokens)
+        left = self.lmcache.get(key, 0)
+        if not left:
+            return False
+        if left == 1:
+            del self.lmcache[key]
+        else:
+            self.lmcache[key] = left - 1
+        return True
+
+
 @dataclass
 class Faults:
     """Failures to inject; tests set the fields they need."""
@@ -91,10 +141,21 @@ class Faults:
     drop_notifications: bool = False
     #: LMCache prefill: send the notifications this many seconds after answering.
     notify_delay: float = 0.0
+    #: LMCache prefill: seconds between the notifications of successive sender ranks.
+    rank_delay: float = 0.0
+    #: Every answer ends with finish_reason "stop" (an LMCache prefill's first token is EOS).
+    stop: bool = False
     #: LMCache prefill: answer without `choices[0].text` (the router must /detokenize).
     omit_first_text: bool = False
     #: Status of GET /health.
     health_status: int = 200
+    #: Seconds before GET /health answers (a busy engine).
+    health_delay: float = 0.0
+    #: The KV connector failed at start: serve normally, never push, notify or load KV.
+    degraded: bool = False
+    #: Close this many connections that carry a completion request on a *reused* keep-alive
+    #: connection, without answering (the engine closed an idle connection as it was reused).
+    drop_reused: int = 0
 
 
 @dataclass
@@ -156,10 +217,12 @@ class FakeEngine:
         host: str = "127.0.0.1",
         port: int = 0,
         tp_size: int = 1,
+        pp_size: int = 1,
         proxy: str | None = None,
         instant: bool = False,
         record: bool = True,
         max_model_len: int = 1 << 20,
+        kv: KvFabric | None = None,
     ) -> None:
         self.role = role
         self.protocol = protocol
@@ -167,19 +230,26 @@ class FakeEngine:
         self.host = host
         self.port = port
         self.tp_size = tp_size
+        self.pp_size = pp_size
         self.proxy = proxy
         self.instant = instant
         self.record = record and not instant
         self.max_model_len = max_model_len
         self.engine_id = str(uuid.uuid4())
+        self.kv = kv
         self.faults = Faults()
         self.metrics = EngineMetrics()
         self.requests: list[RecordedRequest] = []
+        self.canary_requests: list[RecordedRequest] = []
+        self.drain_requests: list[RecordedRequest] = []
         self.inflight = 0
         self.notifications_sent = 0
+        self.connections_dropped = 0
+        self._connections: weakref.WeakSet[object] = weakref.WeakSet()
         self._runner: web.AppRunner | None = None
         self._zmq: zmq.asyncio.Context | None = None
         self._push: zmq.asyncio.Socket | None = None
+        self._push_target: str | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -191,7 +261,7 @@ class FakeEngine:
 
     def app(self) -> web.Application:
         """The aiohttp application."""
-        app = web.Application(client_max_size=256 * 1024 * 1024)
+        app = web.Application(client_max_size=256 * 1024 * 1024, middlewares=[self._track])
         app.router.add_get("/health", self._health)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/metrics", self._metrics)
@@ -252,7 +322,26 @@ class FakeEngine:
 
     # --- simple endpoints ----------------------------------------------------------------
 
+    @web.middleware
+    async def _track(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Remember connections; drop a reused one as `faults.drop_reused` says."""
+        transport = request.transport
+        reused = transport in self._connections
+        if transport is not None:
+            self._connections.add(transport)
+        if reused and self.faults.drop_reused > 0 and request.path != "/health":
+            self.faults.drop_reused -= 1
+            self.connections_dropped += 1
+            assert transport is not None
+            transport.close()
+            raise web.HTTPServiceUnavailable()  # never sent: the connection is gone
+        return await handler(request)
+
     async def _health(self, _: web.Request) -> web.Response:
+        if self.faults.health_delay:
+            await asyncio.sleep(self.faults.health_delay)
         return web.Response(status=self.faults.health_status)
 
     async def _version(self, _: web.Request) -> web.Response:
@@ -318,7 +407,13 @@ class FakeEngine:
     def _record(self, request: web.Request, body: dict[str, Any]) -> RecordedRequest:
         rec = RecordedRequest(path=request.path, headers=CIMultiDict(request.headers), body=body)
         if self.record:
-            self.requests.append(rec)
+            rid = request.headers.get("X-Request-Id", "")
+            if rid.startswith(CANARY_ID_PREFIX):
+                self.canary_requests.append(rec)
+            elif rid.startswith(DRAIN_ID_PREFIX):
+                self.drain_requests.append(rec)
+            else:
+                self.requests.append(rec)
         return rec
 
     # --- completions ---------------------------------------------------------------------
@@ -372,9 +467,8 @@ class FakeEngine:
             return _error(400, "Stream options can only be defined when `stream=True`.")
         if (body.get("min_tokens") or 0) > max_tokens:
             return _error(400, "min_tokens must be less than or equal to max_tokens")
-        kv_in = body.get("kv_transfer_params")
-        kv_out = self._kv_transfer(request, prompt_len, kv_in)
-        generated = [token_at(prompt_len + i) for i in range(max_tokens)]
+        kv_out = self._kv_transfer(request, body, prompt_len)
+        generated = generate(body, prompt_len, max_tokens)
         request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
         rid = ("chatcmpl-" if is_chat else "cmpl-") + request_id
         if body.get("stream"):
@@ -382,7 +476,8 @@ class FakeEngine:
         text: str | None = detokenize(generated)
         if self.protocol == "lmcache" and kv_out is not None and faults.omit_first_text:
             text = None
-        choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": "length"}
+        finish = "stop" if faults.stop else "length"
+        choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": finish}
         if is_chat:
             choice["message"] = {"role": "assistant", "content": text}
         else:
@@ -405,64 +500,110 @@ class FakeEngine:
         return web.json_response(answer)
 
     def _kv_transfer(
-        self, request: web.Request, prompt_len: int, kv_in: Any
+        self, request: web.Request, body: dict[str, Any], prompt_len: int
     ) -> dict[str, Any] | None:
         """Account the prompt's source and build the prefill's `kv_transfer_params` answer."""
-        by_source = self.metrics.prompt_tokens_by_source
-        if not isinstance(kv_in, dict):
-            by_source["local_compute"] += prompt_len
+        kv_in = body.get("kv_transfer_params")
+        if isinstance(kv_in, dict) and kv_in.get("do_remote_prefill"):  # NIXL decode: pull
+            self._account(prompt_len, self._pulled(kv_in, prompt_len))
             return None
-        if kv_in.get("do_remote_prefill"):  # NIXL decode: KV pulled from the prefiller
-            by_source["external_kv_transfer"] += prompt_len
+        if not isinstance(kv_in, dict):  # plain, or an LMCache decode leg
+            self._account(prompt_len, self._retrieved(body.get("prompt")))
             return None
-        by_source["local_compute"] += prompt_len
+        self._account(prompt_len, 0)
         if kv_in.get("do_remote_decode"):  # NIXL prefill
-            if self.faults.omit_kv_params:
-                return None
-            return {
-                "do_remote_prefill": True,
-                "do_remote_decode": False,
-                "remote_block_ids": [[1 + i for i in range(max(1, prompt_len // 16))]],
-                "remote_engine_id": self.engine_id,
-                "remote_request_id": f"cmpl-{request.headers.get('X-Request-Id', '')}-0",
-                "remote_host": self.host,
-                "remote_port": 5600,
-                "tp_size": self.tp_size,
-                "dcp_size": 1,
-                "pp_size": 1,
-                "remote_num_tokens": prompt_len,
-                "remote_blocks_expiry_time": None,
-                "transfer_mode": "pull",
-                "remote_prefill_cached_tokens": 0,
-            }
+            return None if self.faults.omit_kv_params else self._nixl_params(request, prompt_len)
         spec = kv_in.get("disagg_spec")
-        if isinstance(spec, dict):  # LMCache prefill
-            self._notify(str(spec.get("req_id")), len(spec.get("receiver_init_port") or [1]))
-            if kv_in.get("ret_first_tok"):
-                return {"first_tok": token_at(prompt_len)}
-        return None
+        if not isinstance(spec, dict):
+            return None
+        if not self.faults.degraded:  # LMCache prefill: push, and notify once per sender rank
+            prompt = body.get("prompt")
+            tokens = prompt if isinstance(prompt, list) else None
+            self._push_kv(str(spec.get("req_id")), tokens, _canary(request))
+        return {"first_tok": token_at(prompt_len)} if kv_in.get("ret_first_tok") else None
 
-    def _notify(self, req_id: str, ranks: int) -> None:
-        if self.faults.drop_notifications or self.proxy is None:
-            return
-        if self._push is None:
-            self._zmq = zmq.asyncio.Context()
-            self._push = self._zmq.socket(zmq.PUSH)
-            self._push.setsockopt(zmq.LINGER, 0)
-            self._push.connect(f"tcp://{self.proxy}")
-        push = self._push
+    def _account(self, prompt_len: int, external: int) -> None:
+        by_source = self.metrics.prompt_tokens_by_source
+        by_source["external_kv_transfer"] += external
+        by_source["local_compute"] += prompt_len - external
+
+    def _pulled(self, kv_in: dict[str, Any], prompt_len: int) -> int:
+        """Prompt tokens a NIXL decoder pulled (0: it recomputes, as `recompute` policy does)."""
+        if self.faults.degraded:
+            return 0
+        if self.kv is None:
+            return prompt_len
+        return min(prompt_len, self.kv.nixl.pop(str(kv_in.get("remote_request_id")), 0))
+
+    def _retrieved(self, prompt: Any) -> int:
+        """Prompt tokens an LMCache decoder found in its buffer (looked up without the last)."""
+        if self.protocol != "lmcache" or self.role != "decode" or self.faults.degraded:
+            return 0
+        if not isinstance(prompt, list) or len(prompt) < 2:
+            return 0
+        if not all(isinstance(t, int) for t in prompt):
+            return 0
+        if self.kv is None or self.kv.retrieve(prompt[:-1]):
+            return len(prompt) - 1
+        return 0
+
+    def _nixl_params(self, request: web.Request, prompt_len: int) -> dict[str, Any]:
+        remote_request_id = f"cmpl-{request.headers.get('X-Request-Id', '')}-0"
+        if self.kv is not None and not self.faults.degraded:
+            self.kv.nixl[remote_request_id] = prompt_len
+        return {
+            "do_remote_prefill": True,
+            "do_remote_decode": False,
+            "remote_block_ids": [[1 + i for i in range(max(1, prompt_len // 16))]],
+            "remote_engine_id": self.engine_id,
+            "remote_request_id": remote_request_id,
+            "remote_host": self.host,
+            "remote_port": 5600,
+            "tp_size": self.tp_size,
+            "dcp_size": 1,
+            "pp_size": self.pp_size,
+            "remote_num_tokens": prompt_len,
+            "remote_blocks_expiry_time": None,
+            "transfer_mode": "pull",
+            "remote_prefill_cached_tokens": 0,
+        }
+
+    def _push_kv(self, req_id: str, tokens: list[int] | None, canary: bool) -> None:
+        """Push the prompt's KV to the decoder and notify the proxy once per sender rank
+        (TP x PP); the KV is complete when the last rank notifies."""
+        faults = self.faults
+        ranks = self.tp_size * self.pp_size
+        socket = None if faults.drop_notifications else self._proxy_socket()
         message = msgpack.packb({"type": "ProxyNotif", "req_id": req_id})
 
         async def send() -> None:
-            if self.faults.notify_delay:
-                await asyncio.sleep(self.faults.notify_delay)
-            for _ in range(ranks):
-                await push.send(message)
-                self.notifications_sent += 1
+            for rank in range(ranks):
+                await asyncio.sleep(faults.notify_delay if rank == 0 else faults.rank_delay)
+                if rank == ranks - 1 and self.kv is not None and tokens is not None:
+                    self.kv.push(tokens)
+                if socket is not None:
+                    await socket.send(message)
+                    if not canary:
+                        self.notifications_sent += 1
 
         task = asyncio.create_task(send())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _proxy_socket(self) -> zmq.asyncio.Socket | None:
+        """The PUSH socket to the proxy (reconnected when `proxy` changes)."""
+        if self.proxy is None:
+            return None
+        if self._zmq is None:
+            self._zmq = zmq.asyncio.Context()
+        if self._push is None or self._push_target != self.proxy:
+            if self._push is not None:
+                self._push.close(linger=0)
+            self._push = self._zmq.socket(zmq.PUSH)
+            self._push.setsockopt(zmq.LINGER, 0)
+            self._push.connect(f"tcp://{self.proxy}")
+            self._push_target = self.proxy
+        return self._push
 
     async def _stream(
         self,
@@ -519,6 +660,18 @@ class FakeEngine:
         return resp
 
 
+def _canary(request: web.Request) -> bool:
+    return request.headers.get("X-Request-Id", "").startswith(CANARY_ID_PREFIX)
+
+
+def generate(body: dict[str, Any], prompt_len: int, max_tokens: int) -> list[int]:
+    """The fake model's output tokens: positional letters, or a JSON object when asked for."""
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
+        return tokenize(structured_text(prompt_len, max_tokens))
+    return [token_at(prompt_len + i) for i in range(max_tokens)]
+
+
 def _error(status: int, message: str) -> web.Response:
     kind = "BadRequestError" if status < 500 else "InternalServerError"
     return web.json_response(
@@ -535,9 +688,11 @@ async def _serve(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         tp_size=args.tp_size,
+        pp_size=args.pp_size,
         proxy=args.proxy,
         instant=args.instant,
     )
+    engine.faults.degraded = args.degraded
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -556,6 +711,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--protocol", choices=["nixl", "lmcache"], default="nixl")
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--tp-size", type=int, default=1)
+    parser.add_argument("--pp-size", type=int, default=1, help="LMCache: notifications x TP")
+    parser.add_argument(
+        "--degraded", action="store_true", help="KV connector failed: never push or load KV"
+    )
     parser.add_argument("--proxy", default=None, help="LMCache: host:port of the router's PULL")
     parser.add_argument("--instant", action="store_true", help="no recording, no fault checks")
     args = parser.parse_args(argv)

@@ -28,9 +28,10 @@ import pytest
 import yaml
 
 from tandem.api.v1alpha1 import InferenceServiceSpec
+from tandem.api.vocabulary import ROLES
+from tandem.plan.kv import kv_strategy
+from tandem.plan.kv.lmcache import LMCacheStrategy, config_key
 from tandem.render import Owner, build_children
-from tandem.render.kvconfig import kv_transfer_config
-from tandem.render.lmcache import lmcache_yaml
 from tandem.render.router import router_args
 
 pytestmark = pytest.mark.dataplane
@@ -407,7 +408,8 @@ def test_kv_transfer_configs_parse_with_vllm(vpy: str) -> None:
                     )
                 }
             )
-            configs += [json.dumps(kv_transfer_config(s, role)) for role in ("prefill", "decode")]
+            kv = kv_strategy(s, Owner("svc", "ml", "uid"))
+            configs += [json.dumps(kv.kv_transfer_config(role)) for role in ROLES]
     r = subprocess.run(
         [vpy, str(HERE / "kv_config_validate.py"), *configs],
         capture_output=True,
@@ -447,9 +449,10 @@ def test_lmcache_configs_load_with_lmcache(vpy: str, tmp_path: Path) -> None:
                     )
                 }
             )
-        for role in ("prefill", "decode"):
+        data = LMCacheStrategy(spec, Owner(name, "ns", "uid")).config_files()[0].data
+        for role in ROLES:
             f = tmp_path / f"{name}-{role}.yaml"
-            f.write_text(lmcache_yaml(spec, name, "ns", role))
+            f.write_text(data[config_key(role)])
             files.append(str(f))
     r = subprocess.run(
         [vpy, str(HERE / "lmcache_validate.py"), *files],
@@ -467,3 +470,16 @@ def test_lmcache_configs_load_with_lmcache(vpy: str, tmp_path: Path) -> None:
         timeout=300,
     )
     assert bad.returncode != 0, "the validator must reject a bad file"
+
+
+def test_engine_check_runs_against_the_real_packages(vpy: str) -> None:
+    """images/engine_check.py (the engine image's build check) against real vLLM/LMCache/NIXL.
+
+    Without ``--cuda`` every check passes on CPU; the CUDA checks run in the image build.
+    """
+    script = HERE.parents[1] / "images" / "engine_check.py"
+    r = subprocess.run([vpy, str(script)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [line.split()[1] for line in r.stdout.splitlines() if line.startswith("ok")] == [
+        "versions:", "vllm:", "connectors:", "nixl-ucx:",
+    ]  # fmt: skip

@@ -67,7 +67,7 @@ def render(filename: str, namespace: str | None) -> None:
     """Print the children an InferenceService produces, without a cluster."""
     from pydantic import ValidationError
 
-    from tandem.reconcile.checks import check_spec
+    from tandem.plan.admission import check_spec
     from tandem.reconcile.reconciler import format_validation_error, parse_spec
     from tandem.render import Owner, build_children
 
@@ -100,7 +100,7 @@ def render(filename: str, namespace: str | None) -> None:
 @click.option("-f", "--filename", required=True, help="InferenceService manifest ('-': stdin).")
 def validate(filename: str) -> None:
     """Validate InferenceService manifests with the operator's own rules."""
-    from tandem.reconcile.checks import check_spec
+    from tandem.plan.admission import check_spec
     from tandem.reconcile.reconciler import parse_spec
 
     bad = 0
@@ -151,9 +151,10 @@ def validate(filename: str) -> None:
 )
 @click.option(
     "--resync-seconds",
-    default=None,
-    type=float,
-    help="Period of the level-triggered resync [default: 30, or TANDEM_RESYNC_SECONDS].",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="Period of the level-triggered resync of every InferenceService.",
 )
 @click.option("-v", "--verbose", is_flag=True)
 def run(
@@ -165,20 +166,16 @@ def run(
     metrics_port: int,
     metrics_host: str,
     workers: int,
-    resync_seconds: float | None,
+    resync_seconds: float,
     verbose: bool,
 ) -> None:
     """Run the operator."""
     import logging
-    import os
-
-    if resync_seconds is not None:
-        os.environ["TANDEM_RESYNC_SECONDS"] = str(resync_seconds)
 
     import kopf
     from prometheus_client import start_http_server
 
-    from tandem.reconcile import autoscaling, handlers  # noqa: F401  (registers the handlers)
+    from tandem.reconcile.handlers import build_registry
     from tandem.reconcile.metrics import OperatorMetrics
 
     logging.basicConfig(
@@ -196,6 +193,7 @@ def run(
         namespaces=list(namespaces),
         liveness_endpoint=liveness or None,
         memo=memo,
+        registry=build_registry(resync_seconds),
     )
 
 

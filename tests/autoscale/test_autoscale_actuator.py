@@ -10,11 +10,12 @@ from autoscale_factory import broken, obs, pool, settled
 from prometheus_client import CollectorRegistry
 
 from tandem.api.vocabulary import Role
-from tandem.autoscale.actuator import Autoscaler, ClusterHooks
+from tandem.autoscale.actuator import Autoscaler
 from tandem.autoscale.config import AutoscalerConfig, PolicyConfig
 from tandem.autoscale.metrics import AutoscalerMetrics
 from tandem.autoscale.observation import PoolObservation
-from tandem.autoscale.policy import PolicyMemory, PoolDecision, PoolMemory, PoolState, Reason
+from tandem.autoscale.policy import PolicyMemory, PoolMemory, PoolState, ScaleReason
+from tandem.autoscale.report import TickReport
 from tandem.autoscale.sources import PodRef, PoolTarget
 
 NOW = 1_000_000.0
@@ -48,26 +49,11 @@ class FakeCluster:
         self.calls.append(("scale", role, n))
         self.replicas[role] = n
 
-    async def record(self, role: Role, d: PoolDecision, applied: bool) -> None:
-        if "record" in self.fail:
-            raise RuntimeError("status patch failed")
-        self.calls.append(("record", role, d.reason, applied))
-
-    async def set_costs(self, role: Role, costs: Mapping[str, int]) -> None:
+    async def set_deletion_costs(self, role: Role, costs: Mapping[str, int]) -> None:
         self.calls.append(("costs", role, dict(costs)))
 
-    def hooks(self) -> ClusterHooks:
-        return ClusterHooks(
-            read_pool=self.read_pool,
-            list_pods=self.list_pods,
-            list_routers=self.list_routers,
-            scale=self.scale,
-            record=self.record,
-            set_deletion_costs=self.set_costs,
-        )
-
     def writes(self) -> list[tuple[object, ...]]:
-        return [c for c in self.calls if c[0] != "record"]
+        return list(self.calls)
 
 
 @dataclass
@@ -88,7 +74,7 @@ class FakeSource:
 
 
 def make(
-    cluster: FakeCluster, source: FakeSource, *, claim: bool = False, **policy: object
+    cluster: FakeCluster, source: FakeSource, **policy: object
 ) -> tuple[Autoscaler, CollectorRegistry]:
     registry = CollectorRegistry()
     base = PolicyConfig(prefill=pool(), decode=pool(), ratio_min=0.01, ratio_max=100.0)
@@ -98,15 +84,18 @@ def make(
         name=NAME,
         config=cfg,
         source=source,
-        hooks=cluster.hooks(),
+        hooks=cluster,
         metrics=AutoscalerMetrics(registry),
-        claim_replicas=claim,
     )
     return scaler, registry
 
 
 def value(registry: CollectorRegistry, metric: str, **labels: str) -> float | None:
     return registry.get_sample_value(metric, {"namespace": NS, "name": NAME, **labels})
+
+
+def reason_of(report: TickReport, role: str) -> ScaleReason:
+    return report.decisions[role].reason  # type: ignore[index]
 
 
 STEADY = {
@@ -120,7 +109,7 @@ async def test_no_write_when_nothing_changes() -> None:
     scaler, registry = make(cluster, FakeSource(dict(STEADY)))
     report = await scaler.tick(NOW)
     assert cluster.writes() == []
-    assert ("record", "prefill", Reason.STABLE, False) in cluster.calls
+    assert reason_of(report, "prefill") is ScaleReason.STABLE
     assert report.scaled == {} and report.errors == ()
     assert value(registry, "tandem_autoscaler_desired_replicas", role="prefill") == 2
     assert value(registry, "tandem_autoscaler_decisions_total", role="decode", reason="Stable") == 1
@@ -133,7 +122,8 @@ async def test_scale_up_writes_once_and_reports_everywhere() -> None:
     report = await scaler.tick(NOW)
     assert cluster.writes() == [("scale", "prefill", 6)]
     assert report.scaled == {"prefill": (2, 6)}
-    assert ("record", "prefill", Reason.QUEUE_ABOVE_TARGET, True) in cluster.calls
+    assert reason_of(report, "prefill") is ScaleReason.QUEUE_ABOVE_TARGET
+    assert "prefill" in report.scaled
     assert value(registry, "tandem_autoscaler_current_replicas", role="prefill") == 6
     assert (
         value(
@@ -152,14 +142,6 @@ async def test_the_source_gets_pods_and_routers_only_for_prefill() -> None:
     assert [p.ip for p in by_role["prefill"].pods] == ["10.0.0.0", "10.0.0.1"]
     assert by_role["prefill"].routers == (PodRef("router-0", "10.0.1.1"),)
     assert (by_role["decode"].namespace, by_role["decode"].name) == (NS, NAME)
-
-
-async def test_replicas_are_claimed_once_for_the_field_manager() -> None:
-    cluster = FakeCluster()
-    scaler, _ = make(cluster, FakeSource(dict(STEADY)), claim=True)
-    await scaler.tick(NOW)
-    await scaler.tick(NOW + 10)
-    assert sorted(cluster.writes()) == [("scale", "decode", 2), ("scale", "prefill", 2)]
 
 
 async def test_scale_down_goes_first_with_deletion_costs_then_scale_up() -> None:
@@ -186,9 +168,9 @@ async def test_missing_metrics_hold_and_count_source_errors() -> None:
     bad = {"prefill": broken("prefill", "timed out"), "decode": STEADY["decode"]}
     scaler, registry = make(cluster, FakeSource(bad))
     scaler._memory = settled()
-    await scaler.tick(NOW)
+    report = await scaler.tick(NOW)
     assert cluster.writes() == []
-    assert ("record", "prefill", Reason.METRICS_MISSING, False) in cluster.calls
+    assert reason_of(report, "prefill") is ScaleReason.METRICS_MISSING
     assert value(registry, "tandem_autoscaler_source_errors_total", source="scrape") == 1
 
 
@@ -197,7 +179,7 @@ async def test_a_source_that_raises_is_treated_as_missing() -> None:
     scaler, _ = make(cluster, FakeSource({"prefill": STEADY["prefill"]}))  # decode raises
     report = await scaler.tick(NOW)
     assert report.observations["decode"].error == "RuntimeError: source bug"
-    assert ("record", "decode", Reason.METRICS_MISSING, False) in cluster.calls
+    assert reason_of(report, "decode") is ScaleReason.METRICS_MISSING
 
 
 async def test_unreadable_pools_skip_the_tick() -> None:
@@ -215,7 +197,7 @@ async def test_pod_listing_failure_holds_that_pool() -> None:
     scaler._memory = settled()
     report = await scaler.tick(NOW)
     assert report.observations["decode"].error == "listing pods failed: forbidden"
-    assert ("record", "decode", Reason.METRICS_MISSING, False) in cluster.calls
+    assert reason_of(report, "decode") is ScaleReason.METRICS_MISSING
 
 
 async def test_failed_scale_is_retried_with_unchanged_memory() -> None:
@@ -224,7 +206,8 @@ async def test_failed_scale_is_retried_with_unchanged_memory() -> None:
     scaler, registry = make(cluster, FakeSource(hot))
     report = await scaler.tick(NOW)
     assert "scaling prefill to 6 failed: conflict" in report.errors
-    assert ("record", "prefill", Reason.QUEUE_ABOVE_TARGET, False) in cluster.calls
+    assert reason_of(report, "prefill") is ScaleReason.QUEUE_ABOVE_TARGET
+    assert report.scaled == {}
     assert scaler.memory.prefill.last_scale_up is None
     assert value(registry, "tandem_autoscaler_current_replicas", role="prefill") == 2
     cluster.fail.clear()
@@ -232,13 +215,11 @@ async def test_failed_scale_is_retried_with_unchanged_memory() -> None:
     assert cluster.writes() == [("scale", "prefill", 6)]
 
 
-async def test_record_failure_does_not_stop_the_tick() -> None:
-    cluster = FakeCluster(fail={"record"})
-    hot = {**STEADY, "prefill": obs("prefill", 2, running=8, waiting=40)}
-    scaler, _ = make(cluster, FakeSource(hot))
+async def test_the_report_carries_the_tick_time_and_the_source() -> None:
+    scaler, _ = make(FakeCluster(), FakeSource(dict(STEADY), kind="prometheus"))
     report = await scaler.tick(NOW)
-    assert cluster.writes() == [("scale", "prefill", 6)]
-    assert len(report.errors) == 2
+    assert (report.at, report.source) == (NOW, "prometheus")
+    assert set(report.decisions) == {"prefill", "decode"}
 
 
 async def test_forget_removes_every_series_of_the_instance() -> None:

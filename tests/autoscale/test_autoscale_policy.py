@@ -13,8 +13,8 @@ from tandem.autoscale.policy import (
     PolicyMemory,
     PoolMemory,
     PoolState,
-    Reason,
     Recommendation,
+    ScaleReason,
     evaluate,
 )
 
@@ -28,7 +28,7 @@ def test_queue_above_target_scales_up_at_once() -> None:
         config(), prefill=(2, 2), decode=(1, 1), p_obs=obs("prefill", 2, waiting=40, running=8)
     )
     assert ev.prefill.desired == 6
-    assert ev.prefill.reason is Reason.QUEUE_ABOVE_TARGET
+    assert ev.prefill.reason is ScaleReason.QUEUE_ABOVE_TARGET
     assert ev.prefill.recommended == 6
 
 
@@ -45,14 +45,14 @@ def test_kv_cache_pressure_scales_decode_before_a_queue_forms() -> None:
     d = obs("decode", 2, running=10, kv=0.95)
     ev = run(cfg, prefill=(1, 1), decode=(2, 2), d_obs=d)
     assert ev.decode.desired == 3  # 2 x 0.95 / 0.8 = 2.4 replicas of KV
-    assert ev.decode.reason is Reason.KV_CACHE_PRESSURE
+    assert ev.decode.reason is ScaleReason.KV_CACHE_PRESSURE
 
 
 def test_router_pending_prefills_count_as_prefill_waiting() -> None:
     p = obs("prefill", 1, running=2, pending=30)
     ev = run(config(), prefill=(1, 1), decode=(1, 1), p_obs=p)
     assert ev.prefill.desired == 5  # needs ceil(32 / 6) = 6, step-limited to +4
-    assert ev.prefill.reason is Reason.QUEUE_ABOVE_TARGET
+    assert ev.prefill.reason is ScaleReason.QUEUE_ABOVE_TARGET
     assert "router pending 30" in ev.prefill.message
 
 
@@ -69,7 +69,7 @@ def test_need_within_tolerance_keeps_replicas() -> None:
     # capacity 4 + target 4 = 8 per replica; 84 requests need 10.5 of the current 10.
     near = obs("prefill", 10, waiting=44, running=40)
     ev = run(config(), prefill=(10, 10), decode=(1, 1), p_obs=near)
-    assert (ev.prefill.desired, ev.prefill.reason) == (10, Reason.STABLE)
+    assert (ev.prefill.desired, ev.prefill.reason) == (10, ScaleReason.STABLE)
     far = obs("prefill", 10, waiting=56, running=40)
     assert run(config(), prefill=(10, 10), decode=(1, 1), p_obs=far).prefill.desired == 12
 
@@ -96,7 +96,7 @@ def test_starting_replicas_absorb_load_before_more_are_added() -> None:
     # 4 replicas, 2 ready: the 48 requests need 4, which the 2 starting ones will provide.
     p = obs("prefill", 2, waiting=32, running=16)
     ev = run(config(), prefill=(4, 2), decode=(1, 1), p_obs=p, memory=settled())
-    assert (ev.prefill.desired, ev.prefill.reason) == (4, Reason.COLD_START)
+    assert (ev.prefill.desired, ev.prefill.reason) == (4, ScaleReason.COLD_START)
     # 72 requests need 6: add 2, not 4 on top of the starting ones.
     p = obs("prefill", 2, waiting=56, running=16)
     assert run(config(), prefill=(4, 2), decode=(1, 1), p_obs=p).prefill.desired == 6
@@ -104,7 +104,7 @@ def test_starting_replicas_absorb_load_before_more_are_added() -> None:
 
 def test_no_ready_replica_holds_as_cold_start() -> None:
     ev = run(config(), prefill=(3, 0), decode=(1, 1), p_obs=obs("prefill", 0), memory=settled())
-    assert (ev.prefill.desired, ev.prefill.reason) == (3, Reason.COLD_START)
+    assert (ev.prefill.desired, ev.prefill.reason) == (3, ScaleReason.COLD_START)
 
 
 def test_router_queue_wakes_both_pools_from_zero() -> None:
@@ -113,7 +113,7 @@ def test_router_queue_wakes_both_pools_from_zero() -> None:
     ev = run(cfg, prefill=(0, 0), decode=(0, 0), p_obs=p, d_obs=obs("decode", 0))
     assert ev.prefill.desired == 1
     assert ev.decode.desired == 1  # the prefill:decode ratio needs a decoder
-    assert ev.decode.reason is Reason.RATIO_BOUND
+    assert ev.decode.reason is ScaleReason.RATIO_BOUND
     quiet = run(cfg, prefill=(0, 0), decode=(0, 0), p_obs=obs("prefill", 0), d_obs=obs("decode", 0))
     assert (quiet.prefill.desired, quiet.decode.desired) == (0, 0)
 
@@ -150,8 +150,8 @@ def test_scale_down_waits_for_the_window_then_steps_one_replica() -> None:
     # The last busy recommendation (t=90) stays in the 300 s window through t=390.
     assert all(desired[t] == 4 for t in range(0, 391, 10))
     assert [desired[t] for t in (400, 410, 420)] == [3, 2, 1]
-    assert evs[40].prefill.reason is Reason.LOAD_BELOW_TARGET  # t=400, one request running
-    assert evs[20].prefill.reason is Reason.SCALE_DOWN_STABILIZING
+    assert evs[40].prefill.reason is ScaleReason.LOAD_BELOW_TARGET  # t=400, one request running
+    assert evs[20].prefill.reason is ScaleReason.SCALE_DOWN_STABILIZING
 
 
 def test_scale_down_takes_the_highest_recommendation_in_the_window() -> None:
@@ -164,7 +164,7 @@ def test_scale_down_takes_the_highest_recommendation_in_the_window() -> None:
 
 def test_no_scale_down_before_a_full_window_of_evidence_after_a_restart() -> None:
     ev = run(config(), prefill=(4, 4), decode=(1, 1), memory=PolicyMemory())
-    assert (ev.prefill.desired, ev.prefill.reason) == (4, Reason.SCALE_DOWN_STABILIZING)
+    assert (ev.prefill.desired, ev.prefill.reason) == (4, ScaleReason.SCALE_DOWN_STABILIZING)
 
 
 def test_no_scale_down_within_the_window_after_this_pool_grew() -> None:
@@ -185,7 +185,7 @@ def test_scale_up_stabilization_takes_the_lowest_recommendation() -> None:
     mem = PolicyMemory(prefill=PoolMemory(history=(Recommendation(NOW - 30, 2),)))
     p = obs("prefill", 2, waiting=56, running=8)
     ev = run(cfg, prefill=(2, 2), decode=(1, 1), p_obs=p, memory=mem)
-    assert (ev.prefill.desired, ev.prefill.reason) == (2, Reason.SCALE_UP_STABILIZING)
+    assert (ev.prefill.desired, ev.prefill.reason) == (2, ScaleReason.SCALE_UP_STABILIZING)
 
 
 # ------------------------------------------------------------------------------ min/max
@@ -194,14 +194,14 @@ def test_scale_up_stabilization_takes_the_lowest_recommendation() -> None:
 def test_at_max_replicas() -> None:
     cfg = config(prefill=pool(max_replicas=6))
     ev = run(cfg, prefill=(6, 6), decode=(1, 1), p_obs=obs("prefill", 6, waiting=200, running=24))
-    assert (ev.prefill.desired, ev.prefill.reason) == (6, Reason.AT_MAX)
+    assert (ev.prefill.desired, ev.prefill.reason) == (6, ScaleReason.AT_MAX)
 
 
 def test_at_min_replicas_and_raised_to_a_new_min() -> None:
     ev = run(config(), prefill=(1, 1), decode=(1, 1), memory=settled())
-    assert (ev.prefill.desired, ev.prefill.reason) == (1, Reason.AT_MIN)
+    assert (ev.prefill.desired, ev.prefill.reason) == (1, ScaleReason.AT_MIN)
     raised = run(config(prefill=pool(min_replicas=3)), prefill=(1, 1), decode=(1, 1))
-    assert (raised.prefill.desired, raised.prefill.reason) == (3, Reason.AT_MIN)
+    assert (raised.prefill.desired, raised.prefill.reason) == (3, ScaleReason.AT_MIN)
 
 
 # --------------------------------------------------------------------- missing metrics
@@ -209,19 +209,19 @@ def test_at_min_replicas_and_raised_to_a_new_min() -> None:
 
 def test_missing_metrics_hold_and_say_so() -> None:
     ev = run(config(), prefill=(4, 4), decode=(1, 1), p_obs=broken("prefill"), memory=settled())
-    assert (ev.prefill.desired, ev.prefill.reason) == (4, Reason.METRICS_MISSING)
+    assert (ev.prefill.desired, ev.prefill.reason) == (4, ScaleReason.METRICS_MISSING)
     assert "connection refused" in ev.prefill.message
 
 
 def test_no_pod_reporting_counts_as_missing() -> None:
     ev = run(config(), prefill=(4, 4), decode=(1, 1), p_obs=obs("prefill", 0), memory=settled())
-    assert (ev.prefill.desired, ev.prefill.reason) == (4, Reason.METRICS_MISSING)
+    assert (ev.prefill.desired, ev.prefill.reason) == (4, ScaleReason.METRICS_MISSING)
 
 
 def test_stale_metrics_hold() -> None:
     old = idle("prefill", 4, at=NOW - 31)
     ev = run(config(), prefill=(4, 4), decode=(1, 1), p_obs=old, memory=settled())
-    assert (ev.prefill.desired, ev.prefill.reason) == (4, Reason.METRICS_STALE)
+    assert (ev.prefill.desired, ev.prefill.reason) == (4, ScaleReason.METRICS_STALE)
     fresh = idle("prefill", 4, at=NOW - 29)
     assert (
         run(config(), prefill=(4, 4), decode=(1, 1), p_obs=fresh, memory=settled()).prefill.desired
@@ -232,7 +232,7 @@ def test_stale_metrics_hold() -> None:
 def test_partial_metrics_never_scale_down_but_still_scale_up() -> None:
     half = idle("prefill", 2)
     ev = run(config(), prefill=(4, 4), decode=(1, 1), p_obs=half, memory=settled())
-    assert (ev.prefill.desired, ev.prefill.reason) == (4, Reason.METRICS_PARTIAL)
+    assert (ev.prefill.desired, ev.prefill.reason) == (4, ScaleReason.METRICS_PARTIAL)
     hot = obs("prefill", 2, waiting=100, running=8)
     assert run(config(), prefill=(4, 4), decode=(1, 1), p_obs=hot).prefill.desired == 8
 
@@ -261,15 +261,15 @@ def test_ratio_raises_the_pool_with_less_pressure() -> None:
     p = obs("prefill", 4, waiting=48, running=16)  # needs 8
     ev = run(config(**RATIO), prefill=(4, 4), decode=(1, 1), p_obs=p, memory=settled())
     assert (ev.prefill.desired, ev.decode.desired) == (8, 2)
-    assert ev.prefill.reason is Reason.QUEUE_ABOVE_TARGET
-    assert ev.decode.reason is Reason.RATIO_BOUND
+    assert ev.prefill.reason is ScaleReason.QUEUE_ABOVE_TARGET
+    assert ev.decode.reason is ScaleReason.RATIO_BOUND
 
 
 def test_ratio_caps_the_pressured_pool_when_the_other_is_at_max() -> None:
     cfg = config(decode=pool(max_replicas=1), **RATIO)
     p = obs("prefill", 4, waiting=48, running=16)
     ev = run(cfg, prefill=(4, 4), decode=(1, 1), p_obs=p, memory=settled())
-    assert (ev.prefill.desired, ev.prefill.reason) == (4, Reason.RATIO_BOUND)
+    assert (ev.prefill.desired, ev.prefill.reason) == (4, ScaleReason.RATIO_BOUND)
 
 
 def test_ratio_min_raises_prefill_when_decode_grows() -> None:
@@ -277,7 +277,7 @@ def test_ratio_min_raises_prefill_when_decode_grows() -> None:
     cfg = config(decode=pool(target_kv_cache_usage=0.5), **RATIO)
     ev = run(cfg, prefill=(1, 1), decode=(4, 4), d_obs=d, memory=settled())
     assert ev.decode.desired == 8
-    assert (ev.prefill.desired, ev.prefill.reason) == (2, Reason.RATIO_BOUND)
+    assert (ev.prefill.desired, ev.prefill.reason) == (2, ScaleReason.RATIO_BOUND)
 
 
 def test_gpu_budget_counts_tensor_times_pipeline_and_shares_equally() -> None:
@@ -286,7 +286,7 @@ def test_gpu_budget_counts_tensor_times_pipeline_and_shares_equally() -> None:
     d = obs("decode", 2, waiting=40, running=8)  # wants 6
     ev = run(cfg, prefill=(2, 2), decode=(2, 2), p_obs=p, d_obs=d)
     assert (ev.prefill.desired, ev.decode.desired) == (4, 4)  # 8 + 16 = 24 GPUs
-    assert ev.prefill.reason is ev.decode.reason is Reason.GPU_BUDGET
+    assert ev.prefill.reason is ev.decode.reason is ScaleReason.GPU_BUDGET
 
 
 def test_scarce_budget_goes_by_relative_pressure() -> None:
@@ -303,7 +303,7 @@ def test_over_budget_pools_shrink_one_step_per_tick() -> None:
     dload = obs("decode", 5, waiting=20, running=20)
     ev = run(cfg, prefill=(5, 5), decode=(5, 5), p_obs=load, d_obs=dload, memory=settled())
     assert (ev.prefill.desired, ev.decode.desired) == (4, 4)
-    assert ev.prefill.reason is Reason.GPU_BUDGET
+    assert ev.prefill.reason is ScaleReason.GPU_BUDGET
 
 
 def test_budget_never_shrinks_a_pool_with_missing_metrics() -> None:
@@ -327,11 +327,11 @@ def test_scale_down_only_to_a_count_that_keeps_headroom() -> None:
     busy = run(
         config(), prefill=(1, 1), decode=(2, 2), d_obs=obs("decode", 2, running=64), memory=mem
     )
-    assert (busy.decode.desired, busy.decode.reason) == (2, Reason.STABLE)
+    assert (busy.decode.desired, busy.decode.reason) == (2, ScaleReason.STABLE)
     calm = run(
         config(), prefill=(1, 1), decode=(2, 2), d_obs=obs("decode", 2, running=50), memory=mem
     )
-    assert (calm.decode.desired, calm.decode.reason) == (1, Reason.LOAD_BELOW_TARGET)
+    assert (calm.decode.desired, calm.decode.reason) == (1, ScaleReason.LOAD_BELOW_TARGET)
 
 
 # ------------------------------------------------------------------ learnt arrival rates
@@ -355,13 +355,13 @@ def test_a_backlog_during_cold_start_asks_only_for_what_the_arrival_rate_needs()
     blind = run(config(), prefill=(4, 2), decode=(1, 1), p_obs=p)
     assert blind.prefill.desired == 8
     ev = run(config(), prefill=(4, 2), decode=(1, 1), p_obs=p, memory=rates(30, 30))
-    assert (ev.prefill.desired, ev.prefill.reason) == (4, Reason.COLD_START)
+    assert (ev.prefill.desired, ev.prefill.reason) == (4, ScaleReason.COLD_START)
 
 
 def test_arrivals_that_saturate_the_pool_scale_it_before_a_queue_forms() -> None:
     p = obs("prefill", 2, running=4)
     ev = run(config(), prefill=(2, 2), decode=(1, 1), p_obs=p, memory=rates(30, 30))
-    assert (ev.prefill.desired, ev.prefill.reason) == (3, Reason.ARRIVALS_RISING)
+    assert (ev.prefill.desired, ev.prefill.reason) == (3, ScaleReason.ARRIVALS_RISING)
 
 
 def test_rising_arrivals_block_a_scale_down_that_calm_occupancy_allows() -> None:

@@ -332,7 +332,7 @@ async def test_autoscaler_scrapes_real_pods_and_scales(
     """The whole loop on loopback: vLLM-format text in, one scale call out."""
     from prometheus_client import CollectorRegistry
 
-    from tandem.autoscale.actuator import Autoscaler, ClusterHooks
+    from tandem.autoscale.actuator import Autoscaler
     from tandem.autoscale.config import AutoscalerConfig, PolicyConfig, PoolPolicy
     from tandem.autoscale.metrics import AutoscalerMetrics
     from tandem.autoscale.policy import PoolState
@@ -347,31 +347,30 @@ async def test_autoscaler_scrapes_real_pods_and_scales(
     ips = {"prefill": ["127.0.0.2"], "decode": ["127.0.0.3"]}
     scaled: list[tuple[str, int]] = []
 
-    async def read_pool(role: str) -> PoolState:
-        return PoolState(1, 1)
+    class Hooks:
+        async def read_pool(self, role: str) -> PoolState:
+            return PoolState(1, 1)
 
-    async def list_pods(role: str) -> list[PodRef]:
-        return [PodRef(f"{role}-0", ip) for ip in ips[role]]
+        async def list_pods(self, role: str) -> list[PodRef]:
+            return [PodRef(f"{role}-0", ip) for ip in ips[role]]
 
-    async def list_routers() -> list[PodRef]:
-        return [PodRef("router-0", "127.0.0.4")]
+        async def list_routers(self) -> list[PodRef]:
+            return [PodRef("router-0", "127.0.0.4")]
 
-    async def scale(role: str, n: int) -> None:
-        scaled.append((role, n))
+        async def scale(self, role: str, n: int) -> None:
+            scaled.append((role, n))
 
-    async def record(role: str, decision: object, applied: bool) -> None:
-        return None
+        async def set_deletion_costs(self, role: str, costs: object) -> None:
+            return None
 
     wide = PolicyConfig(prefill=PoolPolicy(max_replicas=8), ratio_min=0.01, ratio_max=100)
-    cfg = AutoscalerConfig(policy=wide, router_metrics_port=pods.port)
     scaler = Autoscaler(
         namespace="ml",
         name="llama",
-        config=cfg,
+        config=AutoscalerConfig(policy=wide),
         source=scrape(session, pods.port),
-        hooks=ClusterHooks(read_pool, list_pods, list_routers, scale, record),  # type: ignore[arg-type]
+        hooks=Hooks(),  # type: ignore[arg-type]
         metrics=AutoscalerMetrics(CollectorRegistry()),
-        claim_replicas=False,
     )
     report = await scaler.tick(FIXED_NOW)
     # 20 waiting + 8 at the router + 4 running over (4 batch + 4 target) per replica: 4.

@@ -136,3 +136,42 @@ async def test_choose_ignores_capacity_and_takes_no_slot() -> None:
 def test_endpoint_host_is_the_url_hostname() -> None:
     p = pool("http://10.0.0.7:8000", "http://[fd00::1]:8000")
     assert {e.host for e in p.endpoints.values()} == {"10.0.0.7", "fd00::1"}
+
+
+async def test_a_restricted_lease_waits_only_for_its_allowed_endpoints() -> None:
+    """A hand-off's decoder must have a usable pair: only those endpoints may serve it."""
+    p = pool("http://a", "http://b", max_inflight=1)
+    only_a = frozenset({"http://a"})
+    first = await p.acquire(POLICY, tokens=1, allowed=only_a)
+    assert first.endpoint.url == "http://a"
+    waiting = asyncio.create_task(p.acquire(POLICY, tokens=1, allowed=only_a))
+    await asyncio.sleep(0)
+    assert p.queue_depth == 1 and not waiting.done()  # b is free, but not allowed
+    first.release()
+    assert (await waiting).endpoint.url == "http://a"
+
+
+async def test_a_restricted_waiter_fails_when_its_endpoints_go_down() -> None:
+    p = pool("http://a", "http://b", max_inflight=1)
+    held = await p.acquire(POLICY, tokens=1, allowed=frozenset({"http://a"}))
+    waiting = asyncio.create_task(p.acquire(POLICY, tokens=1, allowed=frozenset({"http://a"})))
+    await asyncio.sleep(0)
+    p.set_health("http://a", False)  # b stays healthy: the waiter must not hang
+    with pytest.raises(NoEndpointError):
+        await waiting
+    held.release()
+    with pytest.raises(NoEndpointError):
+        await p.acquire(POLICY, tokens=1, allowed=frozenset({"http://a"}))
+
+
+def test_health_changes_and_good_answers_are_reported() -> None:
+    p = pool("http://a")
+    changes: list[tuple[str, HealthState, HealthState]] = []
+    p.on_health = lambda ep, old: changes.append((ep.url, old, ep.state))
+    p.set_health("http://a", True)  # no change
+    p.set_health("http://a", False)
+    assert changes == [("http://a", HealthState.HEALTHY, HealthState.UNHEALTHY)]
+    p.mark_alive("http://a", 12.0)
+    p.mark_alive("http://gone", 12.0)  # ignored
+    assert p.endpoints["http://a"].last_ok == 12.0
+    assert p.healthy_urls() == []

@@ -212,7 +212,9 @@ async def test_inflight_bound_queues_requests_in_arrival_order() -> None:
 
 
 async def test_prefill_queue_depth_is_exported_for_the_autoscaler() -> None:
-    async with cluster(max_inflight_per_engine=1) as c:
+    # The decode slot is taken before the prefill (NIXL lease ordering): with free decoders,
+    # a slow prefiller is what requests wait for, and that is what the gauge shows.
+    async with cluster(decode=3, max_inflight_per_engine=1) as c:
         c.prefill[0].faults.delay = 0.15
         tasks = [asyncio.create_task(c.post("/v1/completions", BODY)) for _ in range(3)]
         await c.prefill[0].wait_for(lambda: c.router.pools[Role.PREFILL].queue_depth == 2)

@@ -121,7 +121,7 @@ async def test_python_dash_m_runs_a_router_until_sigterm() -> None:
     async with cluster(wait=False) as c:
         port = free_port()
         env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
-        args = ["--host", "127.0.0.1", "--port", str(port), "--model", MODEL]
+        args = ["--host", "127.0.0.1", "--port", str(port), "--model", MODEL, "--connector", "nixl"]
         args += ["--health-interval", "0.2", "--prefill", c.prefill[0].url]
         args += ["--decode", c.decode[0].url]
         proc = subprocess.Popen(

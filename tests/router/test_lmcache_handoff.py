@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tandem.api.vocabulary import Role
+from tandem.router.app import Router
 from tandem.router.kvready import owner_of
 from tests.fake_engine import chat_template, expected_text, token_at, tokenize
 from tests.router.harness import MODEL, cluster, sse_payloads
@@ -115,7 +116,9 @@ async def test_first_token_text_falls_back_to_detokenize() -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_one_token_requests_need_no_decode_call(stream: bool) -> None:
+async def test_one_token_requests_go_decode_only_before_any_prefill(stream: bool) -> None:
+    """Review A3a: the old router prefilled them, answered from the prefiller alone and left the
+    pushed KV in the decoder's buffer for good. Now nothing is pushed at all."""
     async with cluster(protocol="lmcache") as c:
         body = {"model": MODEL, "prompt": PROMPT, "max_tokens": 1, "stream": stream}
         async with c.http.post(c.url + "/v1/completions", json=body) as resp:
@@ -127,7 +130,13 @@ async def test_one_token_requests_need_no_decode_call(stream: bool) -> None:
         else:
             text = json.loads(raw)["choices"][0]["text"]
         assert text == chr(token_at(len(PROMPT)))
-        assert c.decode[0].completion_requests() == []
+        assert c.prefill[0].requests == []  # no /tokenize, no prefill
+        [decode] = c.decode[0].completion_requests()
+        assert decode.body == body
+        assert c.kv.lmcache == {}  # nothing pushed, so nothing leaked
+        text = await c.metrics_text()
+        assert 'tandem_router_decode_only_total{reason="max_tokens"} 1.0' in text
+        assert 'outcome="success",route="decode_only"' in text
 
 
 async def test_notifications_arriving_after_the_prefill_answer_are_awaited() -> None:
@@ -186,14 +195,18 @@ async def test_two_replicas_relay_notifications_to_the_owner() -> None:
         assert first.kv_hub is not None and second.kv_hub is not None
         # The prefiller's pd_proxy address reaches replica 2, but replica 1 sends the request.
         c.prefill[0].proxy = f"127.0.0.1:{second.kv_hub.port}"
+
+        def notifications(router: Router, outcome: str) -> float:
+            name = "tandem_router_kv_ready_notifications_total"
+            return router.metrics.registry.get_sample_value(name, {"outcome": outcome}) or 0.0
+
+        before = notifications(second, "forwarded"), notifications(first, "delivered")
         body = {"model": MODEL, "prompt": PROMPT, "max_tokens": 3}
         async with c.http.post(first.url + "/v1/completions", json=body) as resp:
             assert resp.status == 200, await resp.text()
             assert (await resp.json())["choices"][0]["text"] == expected_text(len(PROMPT), 3)
-        relay = await c.metrics_text(second)
-        owner = await c.metrics_text(first)
-        assert 'tandem_router_kv_ready_notifications_total{outcome="forwarded"} 2.0' in relay
-        assert 'tandem_router_kv_ready_notifications_total{outcome="delivered"} 2.0' in owner
+        assert notifications(second, "forwarded") - before[0] == 2
+        assert notifications(first, "delivered") - before[1] == 2
 
 
 async def test_decoder_failures_are_reported_in_the_clients_format() -> None:

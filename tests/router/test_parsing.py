@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
 import msgpack
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tandem.router import kvready
-from tandem.router.config import ConfigError, Connector, RouterConfig, parse_ports
+from tandem.api.vocabulary import PrefillFailurePolicy, RouterPolicy
+from tandem.contracts.router import FLAGS
+from tandem.router import kvready, main
+from tandem.router.config import (
+    ConfigError,
+    Connector,
+    KubernetesSource,
+    RouterConfig,
+    parse_ports,
+)
 from tandem.router.enginemetrics import parse_engine_load
-from tandem.router.main import build_config
+from tandem.router.main import router_command
 from tandem.router.slices import endpoint_url, ready_urls, urls_from_slices
 from tandem.router.sse import SseParser, encode_event
 
@@ -143,77 +158,64 @@ def test_urls_from_many_slices_are_sorted_and_unique() -> None:
     assert urls_from_slices([a, b, empty], 80) == ["http://10.0.0.1:80", "http://10.0.0.2:80"]
 
 
-# --- configuration ------------------------------------------------------------------------
+# --- configuration (the command-line contract itself: tandem.contracts.router) -------------
 
-
-def flags(**kw: object) -> dict[str, object]:
-    base: dict[str, object] = {
-        "model": "m",
-        "connector": "nixl",
-        "host": "0.0.0.0",
-        "port": 8000,
-        "policy": "least-loaded",
-        "min_prompt_tokens": 0,
-        "on_prefill_failure": "fail",
-        "request_timeout": 600.0,
-        "prefill_timeout": None,
-        "max_inflight_per_engine": 256,
-        "metrics_refresh_seconds": 0.0,
-        "health_interval": 5.0,
-        "namespace": None,
-        "prefill_service": None,
-        "decode_service": None,
-        "engine_port": 8000,
-        "prefill": ("http://p:8000",),
-        "decode": ("http://d:8000",),
-        "kv_ready_port": 7500,
-        "advertise_host": "127.0.0.1",
-        "decoder_init_ports": None,
-        "decoder_alloc_ports": None,
-        "kv_ready_timeout": 10.0,
-    }
-    base.update(kw)
-    return base
+STATIC = ["--model", "m", "--connector", "nixl", "--prefill", "http://p:8000"]
+STATIC += ["--decode", "http://d:8000"]
+K8S = ["--model", "m", "--connector", "nixl", "--namespace", "ns"]
+K8S += ["--prefill-service", "p", "--decode-service", "d"]
+LMCACHE = ["--connector", "lmcache", "--decoder-init-ports", "7300,7301"]
+LMCACHE += ["--decoder-alloc-ports", "7400,7401"]
 
 
 def test_static_config() -> None:
-    cfg = build_config(**flags())
+    cfg = RouterConfig.from_args(STATIC)
     assert cfg.prefill_urls == ("http://p:8000",) and cfg.kubernetes is None
     assert cfg.effective_prefill_timeout == 300.0
 
 
 def test_kubernetes_config() -> None:
-    cfg = build_config(
-        **flags(prefill=(), decode=(), namespace="ns", prefill_service="p", decode_service="d")
-    )
-    assert cfg.kubernetes is not None and cfg.kubernetes.decode_service == "d"
+    cfg = RouterConfig.from_args([*K8S, "--engine-port=9000"])
+    assert cfg.kubernetes == KubernetesSource("ns", "p", "d", 9000)
+    assert RouterConfig.from_args(K8S).kubernetes == KubernetesSource("ns", "p", "d")
 
 
 @pytest.mark.parametrize(
     "bad",
     [
-        {"prefill": (), "decode": ()},
-        {"decode": ()},
-        {"namespace": "ns"},
-        {"namespace": "ns", "prefill_service": "p", "decode_service": "d"},
-        {"prefill": ("p:8000",)},
-        {"connector": "lmcache"},
-        {"connector": "lmcache", "decoder_init_ports": "7300,7301", "decoder_alloc_ports": "7400"},
-        {"request_timeout": 0.0},
-        {"decoder_init_ports": "73x"},
+        ["--model", "m", "--connector", "nixl"],
+        ["--model", "m", "--connector", "nixl", "--prefill", "http://p"],
+        [*STATIC, "--namespace", "ns"],
+        [*STATIC, "--namespace", "ns", "--prefill-service", "p", "--decode-service", "d"],
+        ["--model", "m", "--connector", "nixl", "--prefill", "p:8000", "--decode", "http://d"],
+        [*K8S[:-2], "--engine-port", "8000"],
+        [*STATIC, "--connector", "lmcache"],
+        [*STATIC, *LMCACHE[:-1], "7400"],
+        [*STATIC, "--request-timeout", "0"],
+        [*STATIC, "--request-timeout", "nan"],
+        [*STATIC, "--health-interval", "inf"],
+        [*STATIC, "--decoder-init-ports", "73x"],
+        [*STATIC, "--port", "80.5"],
+        [*STATIC, "--policy", "random"],
+        [*STATIC, "--min-prompt-tokens", "-1"],
+        [*STATIC, "--max-inflight-per-engine", "0"],
+        [*STATIC, "--model", ""],
+        [*STATIC, "--unknown", "1"],
+        [*STATIC, "--canary", "maybe"],
+        [*STATIC, "--require-verified-pairs", ""],
+        [*STATIC, "--kv-ready-notifications", "0"],
+        [*STATIC, "--pair-retry-seconds", "0"],
+        [*STATIC, "--host"],
+        STATIC[2:],
     ],
 )
-def test_inconsistent_flags_are_rejected(bad: dict[str, object]) -> None:
+def test_inconsistent_flags_are_rejected(bad: list[str]) -> None:
     with pytest.raises(ConfigError):
-        build_config(**flags(**bad))
+        RouterConfig.from_args(bad)
 
 
 def test_lmcache_config_parses_port_lists() -> None:
-    cfg = build_config(
-        **flags(
-            connector="lmcache", decoder_init_ports="7300,7301", decoder_alloc_ports="7400,7401"
-        )
-    )
+    cfg = RouterConfig.from_args([*STATIC, *LMCACHE])
     assert cfg.connector is Connector.LMCACHE
     assert cfg.decoder_init_ports == (7300, 7301) and cfg.decoder_alloc_ports == (7400, 7401)
     assert parse_ports("") == ()
@@ -221,21 +223,148 @@ def test_lmcache_config_parses_port_lists() -> None:
         parse_ports("70000")
 
 
-def test_router_config_defaults_match_the_cli_contract() -> None:
-    cfg = RouterConfig(model="m", prefill_urls=("http://p",), decode_urls=("http://d",))
-    assert (cfg.host, cfg.port, cfg.policy.value, cfg.min_prompt_tokens) == (
-        "0.0.0.0",
-        8000,
-        "least-loaded",
-        0,
+def test_connector_defaults_to_lmcache_as_in_the_api() -> None:
+    with pytest.raises(ConfigError, match="--connector lmcache needs"):
+        RouterConfig.from_args(STATIC[:2] + STATIC[4:])
+    cfg = RouterConfig.from_args([*STATIC[:2], *STATIC[4:], *LMCACHE[2:]])
+    assert cfg.connector is Connector.LMCACHE
+
+
+def test_a_config_is_validated_when_built() -> None:
+    with pytest.raises(ConfigError):
+        RouterConfig(model="m")
+    flag_strings: dict[str, Any] = {"connector": "nixl", "policy": "round-robin"}
+    cfg = RouterConfig(
+        model="m", prefill_urls=("http://p",), decode_urls=("http://d",), **flag_strings
     )
-    assert (cfg.request_timeout, cfg.max_inflight_per_engine, cfg.health_interval) == (
-        600.0,
-        256,
-        5.0,
+    assert cfg.connector is Connector.NIXL and cfg.policy is RouterPolicy.ROUND_ROBIN
+
+
+def test_defaults_are_not_rendered_unless_the_operator_always_sets_them() -> None:
+    cfg = RouterConfig(
+        model="m", connector=Connector.NIXL, kubernetes=KubernetesSource("n", "p", "d")
     )
-    assert (cfg.kv_ready_port, cfg.advertise_host, cfg.on_prefill_failure.value) == (
-        7500,
-        "127.0.0.1",
-        "fail",
+    assert cfg.to_args() == [
+        "--host", "0.0.0.0", "--port", "8000", "--model", "m", "--connector", "nixl",
+        "--policy", "least-loaded", "--min-prompt-tokens", "0", "--on-prefill-failure", "fail",
+        "--request-timeout", "600", "--max-inflight-per-engine", "256", "--namespace", "n",
+        "--prefill-service", "p", "--decode-service", "d", "--engine-port", "8000",
+    ]  # fmt: skip
+
+
+def test_pair_flags_parse_and_default_to_verified_canaries() -> None:
+    cfg = RouterConfig.from_args(STATIC)
+    assert cfg.canary and cfg.require_verified_pairs and cfg.pair_retry_seconds == 30.0
+    assert "--canary" not in cfg.to_args()  # defaults are not rendered
+    args = [*STATIC, "--canary", "False", "--require-verified-pairs=no"]
+    cfg = RouterConfig.from_args([*args, "--pair-retry-seconds", "2.5"])
+    assert (cfg.canary, cfg.require_verified_pairs, cfg.pair_retry_seconds) == (False, False, 2.5)
+    assert cfg.to_args()[-6:] == [
+        "--canary", "false", "--require-verified-pairs", "false", "--pair-retry-seconds", "2.5",
+    ]  # fmt: skip
+
+
+def test_kv_ready_notifications_default_to_one_per_decoder_rank() -> None:
+    cfg = RouterConfig.from_args([*STATIC, *LMCACHE])
+    assert cfg.kv_ready_notifications is None and cfg.expected_kv_notifications == 2
+    cfg = RouterConfig.from_args([*STATIC, *LMCACHE, "--kv-ready-notifications", "4"])
+    assert cfg.expected_kv_notifications == 4
+
+
+def test_later_flags_win_and_equals_form_parses() -> None:
+    cfg = RouterConfig.from_args([*STATIC, "--port=1", "--port", "2", "--health-interval=0.5"])
+    assert (cfg.port, cfg.health_interval) == (2, 0.5)
+
+
+# --- the round trip, and click parsing exactly what from_args parses ------------------------
+
+#: Any printable text, "--x" and "a=b" included.
+words = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=12)
+seconds = st.floats(min_value=1e-3, max_value=1e7, allow_nan=False, allow_infinity=False)
+urls = st.lists(words.map(lambda w: "http://" + w), min_size=1, max_size=3).map(tuple)
+port = st.integers(0, 65535)
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> RouterConfig:
+    connector = draw(st.sampled_from(Connector))
+    ranks = draw(st.integers(1, 4))
+    ports = st.lists(st.integers(1, 65535), min_size=ranks, max_size=ranks).map(tuple)
+    fields: dict[str, Any] = {"model": draw(words), "connector": connector}
+    if connector is Connector.LMCACHE or draw(st.booleans()):
+        fields |= {"decoder_init_ports": draw(ports), "decoder_alloc_ports": draw(ports)}
+    if draw(st.booleans()):
+        kube = st.builds(KubernetesSource, words, words, words, port)
+        fields["kubernetes"] = draw(kube)
+    else:
+        fields |= {"prefill_urls": draw(urls), "decode_urls": draw(urls)}
+    optional = {
+        "host": words,
+        "port": port,
+        "policy": st.sampled_from(RouterPolicy),
+        "min_prompt_tokens": st.integers(0, 10**7),
+        "on_prefill_failure": st.sampled_from(PrefillFailurePolicy),
+        "request_timeout": seconds | st.integers(1, 86_400),
+        "prefill_timeout": seconds,
+        "max_inflight_per_engine": st.integers(1, 10**5),
+        "metrics_refresh_seconds": st.just(0.0) | seconds,
+        "health_interval": seconds,
+        "kv_ready_port": port,
+        "advertise_host": words,
+        "kv_ready_timeout": seconds,
+        "kv_ready_notifications": st.integers(1, 64),
+        "canary": st.booleans(),
+        "require_verified_pairs": st.booleans(),
+        "pair_retry_seconds": seconds,
+    }
+    fields |= draw(st.fixed_dictionaries({}, optional=optional))
+    return RouterConfig(**fields)
+
+
+@settings(max_examples=200, deadline=None)
+@given(configs())
+def test_every_config_round_trips_through_its_command_line(cfg: RouterConfig) -> None:
+    args = cfg.to_args()
+    assert RouterConfig.from_args(args) == cfg
+    ctx = router_command.make_context("router", list(args))
+    assert main._config(ctx.params) == cfg
+
+
+def test_help_lists_every_flag_with_its_help_and_default() -> None:
+    out = CliRunner().invoke(router_command, ["--help"], terminal_width=200).output
+    for flag in FLAGS:
+        assert flag.name in out and flag.help.split(":")[0] in out
+    assert "[default: lmcache]" in out and "[default: 600]" in out
+    assert "--log-level" in out
+
+
+def test_click_reports_contract_errors_as_usage_errors() -> None:
+    result = CliRunner().invoke(router_command, STATIC[2:])
+    assert result.exit_code == 2 and "--model" in result.output
+    result = CliRunner().invoke(router_command, [*STATIC, "--request-timeout", "-1"])
+    assert result.exit_code == 2 and "--request-timeout must be positive" in result.output
+
+
+def test_values_that_look_like_flags_round_trip() -> None:
+    cfg = RouterConfig(
+        model="--port",
+        host="--x=y",
+        connector=Connector.NIXL,
+        prefill_urls=("http://--decode",),
+        decode_urls=("http://d",),
     )
+    args = cfg.to_args()
+    assert RouterConfig.from_args(args) == cfg
+    assert main._config(router_command.make_context("router", list(args)).params) == cfg
+
+
+def test_the_router_imports_no_operator_layer() -> None:
+    code = (
+        "import sys, tandem.router.main, tandem.router.app; "
+        "bad = [m for m in sys.modules if m.split('.')[:2] in "
+        "(['tandem', 'plan'], ['tandem', 'render'], ['tandem', 'reconcile'], "
+        "['tandem', 'autoscale'])] + [m for m in ('pydantic', 'kopf') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "operator")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)

@@ -6,10 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tandem.api.vocabulary import RouterPolicy
 from tandem.router.pick import (
     Candidate,
     PickRequest,
-    PolicyName,
+    allowed_filter,
     capacity_filter,
     healthy_filter,
     least_loaded_policy,
@@ -50,6 +51,17 @@ def test_full_endpoints_are_filtered_out() -> None:
     cands = [cand("a", inflight=2, capacity=2), cand("b", inflight=1, capacity=2)]
     assert [c.key for c in capacity_filter(cands, REQ)] == ["b"]
     assert pick(round_robin_policy(), [cands[0]], REQ) is None
+
+
+def test_only_allowed_keys_are_picked() -> None:
+    """A hand-off's decoder must have a usable pair: the picker honours the allowed set."""
+    cands = [cand("a"), cand("b", inflight=9), cand("c")]
+    assert [c.key for c in allowed_filter(cands, REQ)] == ["a", "b", "c"]
+    only_b = PickRequest(allowed=frozenset({"b"}))
+    for policy in (least_loaded_policy(), round_robin_policy(), prefix_aware_policy()):
+        chosen = pick(policy, cands, only_b)
+        assert chosen is not None and chosen.key == "b"
+    assert pick(least_loaded_policy(), cands, PickRequest(allowed=frozenset())) is None
 
 
 def test_healthy_filter_keeps_order() -> None:
@@ -166,7 +178,7 @@ def test_prefix_hash_is_stable_and_bounded() -> None:
     assert prefix_hash("a") != prefix_hash("b")
 
 
-@pytest.mark.parametrize("name", [p.value for p in PolicyName])
+@pytest.mark.parametrize("name", [p.value for p in RouterPolicy])
 def test_make_policy_by_flag_value(name: str) -> None:
     assert make_policy(name).name == name
 
@@ -193,9 +205,9 @@ candidates = st.lists(
 
 
 @settings(max_examples=40, deadline=None)
-@given(cands=candidates, seq=st.integers(0, 1000), policy=st.sampled_from(list(PolicyName)))
+@given(cands=candidates, seq=st.integers(0, 1000), policy=st.sampled_from(list(RouterPolicy)))
 def test_any_pick_is_healthy_and_has_capacity(
-    cands: list[Candidate], seq: int, policy: PolicyName
+    cands: list[Candidate], seq: int, policy: RouterPolicy
 ) -> None:
     chosen = pick(make_policy(policy), cands, PickRequest(sequence=seq, prefix_hash="p"))
     usable = [c for c in cands if c.healthy and c.inflight < c.capacity]

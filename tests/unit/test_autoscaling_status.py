@@ -1,66 +1,41 @@
-"""How autoscaler decisions land in status: lastScale, desiredReplicas, the condition."""
+"""What the autoscaler hands status: its report per InferenceService, the Autoscaling condition,
+and when a tick needs a status refresh at all."""
 
 from __future__ import annotations
 
-from typing import Any
+from tandem.api.vocabulary import Role
+from tandem.autoscale.observation import missing
+from tandem.autoscale.policy import Evaluation, PolicyMemory, PoolDecision, ScaleReason
+from tandem.autoscale.report import Reports, Scale, TickReport
+from tandem.reconcile.autoscaling import _ready_pods, shown
+from tandem.reconcile.status import autoscaling_condition
 
-from tandem.api.conditions import get_condition
-from tandem.api.v1alpha1 import InferenceServiceStatus, PoolStatus
-from tandem.autoscale.policy import PoolDecision, Reason
-from tandem.reconcile.autoscaling import (
-    _ready_pods,
-    apply_tick_to_status,
-    autoscaling_condition,
-    status_patch,
-    write_autoscaler_status,
-)
-from tests.merge_patch import merge_patch
-
-T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:00:10Z"
+T0 = 1_767_225_600.0
+NS, NAME = "ml", "svc"
 
 
-def decision(role: str, current: int, desired: int, reason: Reason) -> PoolDecision:
-    return PoolDecision(role, current, current, desired, desired, reason, "m", 1.0)  # type: ignore[arg-type]
+def decision(role: Role, current: int, desired: int, reason: ScaleReason) -> PoolDecision:
+    return PoolDecision(role, current, current, desired, desired, reason, "m", 1.0)
 
 
-def test_scale_up_recorded() -> None:
-    prev = InferenceServiceStatus(
-        prefill=PoolStatus(replicas=1, ready_replicas=1, desired_replicas=1)
-    )
-    d = {
-        "prefill": (decision("prefill", 1, 3, Reason.QUEUE_ABOVE_TARGET), True),
-        "decode": (decision("decode", 1, 1, Reason.STABLE), False),
-    }
-    st = apply_tick_to_status(prev, d, "scrape", None, 4, T0)
-    assert st.prefill is not None and st.prefill.last_scale is not None
-    assert (
-        st.prefill.last_scale.from_,
-        st.prefill.last_scale.to,
-        st.prefill.last_scale.reason,
-    ) == (1, 3, "QueueAboveTarget")
-    assert st.prefill.desired_replicas == 3 and st.prefill.ready == "1/3"
-    c = get_condition(st.conditions, "Autoscaling")
-    assert (
-        c is not None and c.status == "True" and c.reason == "Active" and c.observed_generation == 4
-    )
-    assert st.autoscaling is not None and st.autoscaling.source == "scrape"
-
-
-def test_steady_tick_changes_nothing() -> None:
-    d = {
-        "prefill": (decision("prefill", 2, 2, Reason.STABLE), False),
-        "decode": (decision("decode", 1, 1, Reason.STABLE), False),
-    }
-    first = apply_tick_to_status(InferenceServiceStatus(), d, "scrape", None, 1, T0)
-    again = apply_tick_to_status(first, d, "scrape", None, 1, T1)
-    assert again.wire() == first.wire()
+def tick(
+    at: float,
+    prefill: PoolDecision | None = None,
+    scaled: bool = False,
+    errors: tuple[str, ...] = (),
+) -> TickReport:
+    p = prefill or decision(Role.PREFILL, 2, 2, ScaleReason.STABLE)
+    d = decision(Role.DECODE, 1, 1, ScaleReason.STABLE)
+    ev = Evaluation(prefill=p, decode=d, memory=PolicyMemory())
+    moved = {Role.PREFILL: (p.current, p.desired)} if scaled else {}
+    return TickReport(ev, scaled=moved, errors=errors, at=at, source="scrape")
 
 
 def test_missing_metrics_condition() -> None:
     status, reason, message = autoscaling_condition(
         {
-            "prefill": decision("prefill", 2, 2, Reason.METRICS_MISSING),
-            "decode": decision("decode", 1, 1, Reason.STABLE),
+            Role.PREFILL: decision(Role.PREFILL, 2, 2, ScaleReason.METRICS_MISSING),
+            Role.DECODE: decision(Role.DECODE, 1, 1, ScaleReason.STABLE),
         }
     )
     assert (status, reason) == ("False", "MetricsUnavailable")
@@ -70,8 +45,8 @@ def test_missing_metrics_condition() -> None:
 def test_gpu_budget_condition() -> None:
     status, reason, _ = autoscaling_condition(
         {
-            "prefill": decision("prefill", 4, 4, Reason.GPU_BUDGET),
-            "decode": decision("decode", 1, 1, Reason.STABLE),
+            Role.PREFILL: decision(Role.PREFILL, 4, 4, ScaleReason.GPU_BUDGET),
+            Role.DECODE: decision(Role.DECODE, 1, 1, ScaleReason.STABLE),
         }
     )
     assert (status, reason) == ("True", "GPUBudgetReached")
@@ -79,9 +54,50 @@ def test_gpu_budget_condition() -> None:
 
 def test_cold_start_is_not_a_metrics_problem() -> None:
     status, reason, _ = autoscaling_condition(
-        {"prefill": decision("prefill", 3, 3, Reason.COLD_START)}
+        {Role.PREFILL: decision(Role.PREFILL, 3, 3, ScaleReason.COLD_START)}
     )
     assert (status, reason) == ("True", "Active")
+
+
+def test_tick_error_joins_tick_and_source_errors() -> None:
+    t = TickReport(
+        None,
+        observations={Role.DECODE: missing(Role.DECODE, "all 1 pods failed; 503")},
+        errors=("listing routers failed: forbidden",),
+    )
+    assert t.error == "listing routers failed: forbidden; decode: all 1 pods failed; 503"
+    assert tick(T0).error is None
+
+
+def test_reports_keep_the_newest_change_of_each_pool_across_quiet_ticks() -> None:
+    reports = Reports()
+    up = decision(Role.PREFILL, 1, 3, ScaleReason.QUEUE_ABOVE_TARGET)
+    reports.record(NS, NAME, tick(T0, up, scaled=True))
+    quiet = reports.record(NS, NAME, tick(T0 + 10))
+    assert quiet is not None
+    assert quiet.tick.at == T0 + 10
+    assert quiet.last_scale == {Role.PREFILL: Scale(T0, 1, 3, "QueueAboveTarget")}
+
+
+def test_a_tick_that_decided_nothing_changes_no_report() -> None:
+    reports = Reports()
+    assert reports.record(NS, NAME, TickReport(None, errors=("reading pools failed",))) is None
+    first = reports.record(NS, NAME, tick(T0))
+    assert reports.record(NS, NAME, TickReport(None, errors=("reading pools failed",))) == first
+    reports.forget(NS, NAME)
+    assert reports.get(NS, NAME) is None
+
+
+def test_only_a_tick_that_changes_what_status_shows_asks_for_a_refresh() -> None:
+    reports = Reports()
+    first = shown(reports.record(NS, NAME, tick(T0)))
+    assert first != shown(None)
+    assert shown(reports.record(NS, NAME, tick(T0 + 10))) == first  # steady: no refresh
+    held = decision(Role.PREFILL, 2, 2, ScaleReason.METRICS_MISSING)
+    assert shown(reports.record(NS, NAME, tick(T0 + 20, held, errors=("x",)))) != first
+    up = decision(Role.PREFILL, 2, 3, ScaleReason.QUEUE_ABOVE_TARGET)
+    again = shown(reports.record(NS, NAME, tick(T0 + 30, up, scaled=True)))
+    assert again != first
 
 
 def test_ready_pods_only() -> None:
@@ -104,57 +120,3 @@ def test_ready_pods_only() -> None:
         },
     ]
     assert [p.name for p in _ready_pods(pods)] == ["a"]
-
-
-class StatusStore:
-    """The two calls write_autoscaler_status makes, over one stored InferenceService."""
-
-    def __init__(self) -> None:
-        self.obj: dict[str, Any] = {
-            "metadata": {"name": "s", "namespace": "ns", "generation": 1, "resourceVersion": "1"},
-            "status": {},
-        }
-        self.patches: list[dict[str, Any]] = []
-
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        return self.obj
-
-    def patch_status(
-        self, namespace: str, name: str, status: dict[str, Any], resource_version: str
-    ) -> dict[str, Any]:
-        self.patches.append(status)
-        self.obj["status"] = merge_patch(self.obj["status"], status)
-        self.obj["metadata"]["resourceVersion"] = str(int(resource_version) + 1)
-        return self.obj
-
-
-def test_recovered_metrics_clear_last_error() -> None:
-    kube = StatusStore()
-    held = {
-        "prefill": (decision("prefill", 3, 3, Reason.METRICS_MISSING), False),
-        "decode": (decision("decode", 1, 1, Reason.STABLE), False),
-    }
-    ok = {
-        "prefill": (decision("prefill", 3, 3, Reason.STABLE), False),
-        "decode": (decision("decode", 1, 1, Reason.STABLE), False),
-    }
-    err = "prefill: all 3 pods failed; p (127.10.0.1): connection refused"
-    write_autoscaler_status(kube, "ns", "s", held, "scrape", err)  # type: ignore[arg-type]
-    assert kube.obj["status"]["autoscaling"]["lastError"] == err
-    write_autoscaler_status(kube, "ns", "s", ok, "scrape", None)  # type: ignore[arg-type]
-    assert kube.patches[-1]["autoscaling"] == {"source": "scrape", "lastError": None}
-    assert kube.obj["status"]["autoscaling"] == {"source": "scrape"}
-    c = get_condition(
-        InferenceServiceStatus.model_validate(kube.obj["status"]).conditions, "Autoscaling"
-    )
-    assert c is not None and c.status == "True"
-    # Nothing changed since: no further write (a steady service costs no status writes).
-    writes = len(kube.patches)
-    assert write_autoscaler_status(kube, "ns", "s", ok, "scrape", None) is None  # type: ignore[arg-type]
-    assert len(kube.patches) == writes
-
-
-def test_status_patch_nulls_only_the_cleared_error() -> None:
-    st = InferenceServiceStatus.model_validate({"autoscaling": {"source": "scrape"}})
-    assert status_patch(st)["autoscaling"] == {"source": "scrape", "lastError": None}
-    assert "autoscaling" not in status_patch(InferenceServiceStatus())

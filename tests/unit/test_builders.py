@@ -10,12 +10,14 @@ from typing import Any
 import pytest
 import yaml
 
+from tandem.api.owned import owned_flag_conflicts
 from tandem.api.v1alpha1 import InferenceServiceSpec
+from tandem.api.vocabulary import Role
+from tandem.plan import plan_service
+from tandem.plan.kv import kv_strategy
+from tandem.plan.kv.lmcache import LMCacheStrategy
+from tandem.plan.quantity import to_bytes
 from tandem.render import Owner, build_children
-from tandem.render.engine import engine_args, owned_flag_conflicts
-from tandem.render.kvconfig import kv_transfer_config
-from tandem.render.lmcache import lmcache_config
-from tandem.render.quantity import to_bytes
 from tests.conftest import EXAMPLES, load_example, make_spec
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
@@ -26,6 +28,18 @@ KV_FIELDS = {
     "kv_connector_extra_config", "kv_connector_module_path", "enable_permute_local_kv",
     "kv_load_failure_policy",
 }  # fmt: skip
+
+
+def engine_args(spec: InferenceServiceSpec, name: str, role: str) -> list[str]:
+    return list(plan_service(spec, Owner(name, "ml", "uid")).pool(Role(role)).args)
+
+
+def kv_transfer_config(spec: InferenceServiceSpec, role: str) -> dict[str, Any]:
+    return kv_strategy(spec, OWNER).kv_transfer_config(Role(role))
+
+
+def lmcache_config(spec: InferenceServiceSpec, name: str, ns: str, role: str) -> dict[str, Any]:
+    return LMCacheStrategy(spec, Owner(name, ns, "uid")).lmcache_config(Role(role))
 
 
 def children(raw: dict[str, Any], owner: Owner = OWNER) -> dict[str, dict[str, Any]]:
@@ -68,6 +82,7 @@ def test_children_set_and_order() -> None:
         "Service/svc-prefill",
         "Service/svc-decode",
         "Service/svc-router",
+        "Service/svc-kv-ready",
         "Deployment/svc-prefill",
         "Deployment/svc-decode",
         "Deployment/svc-router",
@@ -96,7 +111,8 @@ def test_owner_references_and_labels() -> None:
 
 @pytest.mark.parametrize(("tp", "pp"), [(1, 1), (2, 1), (2, 2), (4, 2)])
 def test_gpu_requests_equal_tensor_times_pipeline(tp: int, pp: int) -> None:
-    objs = children(make_spec(prefill={"parallelism": {"tensor": tp, "pipeline": pp}}))
+    par = {"parallelism": {"tensor": tp, "pipeline": pp}}
+    objs = children(make_spec(prefill=par, decode=par))
     c = container(objs, "svc-prefill")
     assert c["resources"]["requests"]["nvidia.com/gpu"] == str(tp * pp)
     assert c["resources"]["limits"]["nvidia.com/gpu"] == str(tp * pp)
@@ -140,7 +156,7 @@ def test_lmcache_yaml_per_role() -> None:
     assert sender["pd_role"] == "sender" and receiver["pd_role"] == "receiver"
     assert sender["transfer_channel"] == receiver["transfer_channel"] == "nixl"
     assert sender["enable_pd"] and receiver["enable_pd"]
-    assert sender["pd_proxy_host"] == "svc-router.ml.svc"
+    assert sender["pd_proxy_host"] == "svc-kv-ready.ml.svc"
     assert sender["pd_proxy_port"] == 7500
     assert receiver["pd_peer_init_port"] == [7300, 7301]
     assert receiver["pd_peer_alloc_port"] == [7400, 7401]
@@ -249,6 +265,7 @@ def test_replicas_omitted_when_autoscaling() -> None:
 def test_typed_knobs_become_flags() -> None:
     raw = make_spec(
         model={"uri": "hf://o/m", "maxModelLen": 4096, "dtype": "bfloat16", "quantization": "fp8", "revision": "abc"},
+        kvTransfer={"connector": "nixl"},
         engine={"kvCacheDtype": "fp8", "prefixCaching": True, "chunkedPrefill": False,
                 "gpuMemoryUtilizationPercent": 85, "enforceEager": True,
                 "speculativeDecoding": {"method": "ngram", "numSpeculativeTokens": 3}},
@@ -268,13 +285,8 @@ def test_typed_knobs_become_flags() -> None:
         "method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 4, "prompt_lookup_min": 1,
     }  # fmt: skip
     assert "--speculative-config" not in p
-    draft = InferenceServiceSpec.model_validate(
-        make_spec(engine={"speculativeDecoding": {"method": "draft", "draftModel": "o/small"}})
-    )
-    assert (
-        json.loads(flag(engine_args(draft, "svc", "decode"), "--speculative-config"))["model"]
-        == "o/small"
-    )
+    # Draft-model speculation on the decode pool alone is refused at admission (its KV layers
+    # would not match the prefiller's): tests/admission_cases.py.
 
 
 def test_lmcache_turns_prefix_caching_off_by_default() -> None:
@@ -295,12 +307,16 @@ def test_user_args_last_and_conflicts_detected() -> None:
     d = engine_args(spec, "svc", "decode")
     assert d[-3:] == ["--max-num-seqs", "64", "--block-size=32"]
     assert owned_flag_conflicts(spec) == []
-    bad = InferenceServiceSpec.model_validate(
-        make_spec(prefill={"args": ["--tensor-parallel-size=4"]}, engine={"args": ["--port", "9"]})
+    # Admission rejects derived flags (tests/admission_cases.py); the function names each one.
+    bad = spec.model_copy(
+        update={
+            "prefill": spec.prefill.model_copy(update={"args": ["--tensor_parallel_size=4"]}),
+            "engine": spec.engine.model_copy(update={"args": ["--port", "9"]}),
+        }
     )
     assert owned_flag_conflicts(bad) == [
         "spec.engine.args: --port",
-        "spec.prefill.args: --tensor-parallel-size",
+        "spec.prefill.args: --tensor_parallel_size",
     ]
 
 
@@ -352,7 +368,13 @@ def test_router_children() -> None:
     assert objs["Deployment/svc-router"]["spec"]["replicas"] == 3
     svc = objs["Service/svc-router"]["spec"]
     assert svc["type"] == "LoadBalancer"
-    assert {"name": "kv-ready", "port": 7500, "targetPort": 7500, "protocol": "TCP"} in svc["ports"]
+    # The KV-ready port is internal: its own ClusterIP Service, never on a LoadBalancer.
+    assert [p["name"] for p in svc["ports"]] == ["http"]
+    kv = objs["Service/svc-kv-ready"]["spec"]
+    assert kv["type"] == "ClusterIP" and kv["selector"] == svc["selector"]
+    assert kv["ports"] == [
+        {"name": "kv-ready", "port": 7500, "targetPort": 7500, "protocol": "TCP"}
+    ]
     role = objs["Role/svc-router"]
     assert role["rules"] == [
         {

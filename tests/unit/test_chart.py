@@ -86,7 +86,10 @@ def test_default_render() -> None:
     assert dep["spec"]["strategy"]["type"] == "Recreate"
     for d in docs:
         assert d["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
-        assert "namespace" not in d["metadata"] or d["kind"] in ("Role", "RoleBinding")
+        if d["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            assert "namespace" not in d["metadata"]
+        elif d["kind"] not in ("Role", "RoleBinding"):  # those name the watched namespaces
+            assert d["metadata"]["namespace"] == "tandem-system", d["kind"]
 
 
 def test_rbac_least_privilege() -> None:

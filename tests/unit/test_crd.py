@@ -9,6 +9,7 @@ from typing import Any
 from click.testing import CliRunner
 
 from tandem.api.crd import CRD_FILE, all_crds, inference_service_crd
+from tandem.api.v1alpha1 import RULES
 from tandem.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,21 +102,57 @@ def test_defaults_and_enums_in_schema() -> None:
     assert ratio["exclusiveMinimum"] is True and ratio["minimum"] == 0
 
 
-def test_cel_rules_present() -> None:
-    rules = [n for _, n in _walk(_schema()) for n in n.get("x-kubernetes-validations", [])]
-    text = "\n".join(r["rule"] for r in rules)
+def _node(scope: str) -> dict[str, Any]:
+    node = _schema()
+    for seg in filter(None, scope.split(".")):
+        node = node["properties"][seg.removesuffix("[]")]
+        node = node["items"] if seg.endswith("[]") else node
+    return node
+
+
+def test_cel_rules_come_from_the_table() -> None:
+    """Every rule of the table sits at each of its scopes, with its one message, and nothing
+    else carries CEL."""
+    expected = []
+    for rule in RULES:
+        for scope in rule.scopes:
+            item = {"rule": rule.cel, "message": rule.message}
+            if scope:
+                item["fieldPath"] = rule.field
+            assert item in _node(scope).get("x-kubernetes-validations", []), (rule.name, scope)
+            expected.append(item)
+    found = [r for _, n in _walk(_schema()) for r in n.get("x-kubernetes-validations", [])]
+    assert sorted(map(str, found)) == sorted(map(str, expected))
+    text = "\n".join(r["rule"] for r in found)
     for needle in (
         "self.minReplicas <= self.maxReplicas",
         "self.min <= self.max",
         "!has(self.lmcache) || self.connector == 'lmcache'",
-        "!has(self.nixl) || self.connector == 'nixl'",
-        "self.decode.parallelism.tensor >= self.prefill.parallelism.tensor",
+        "self.decode.parallelism.pipeline == 1",
         "self.metadata.name.size() <= 40",
+        "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
     ):
         assert needle in text, needle
-    assert len(rules) >= 10
-    for rule in rules:
-        assert rule["message"]
+
+
+def test_cel_inputs_are_bounded() -> None:
+    """The API server estimates each rule's cost from maxItems/maxLength; unbounded lists or
+    strings under a rule make it refuse the CRD."""
+    for where in ("engine", "prefill", "decode"):
+        node = _schema()["properties"]["spec"]["properties"][where]["properties"]
+        assert node["args"]["maxItems"] and node["args"]["items"]["maxLength"]
+        assert node["env"]["maxItems"] and node["env"]["items"]["properties"]["name"]["maxLength"]
+
+
+def test_decode_alone_defaults_kv_usage_target() -> None:
+    spec = _schema()["properties"]["spec"]["properties"]
+    usage = "targetKVCacheUsagePercent"
+    decode = spec["decode"]["properties"]["autoscaling"]["properties"][usage]
+    prefill = spec["prefill"]["properties"]["autoscaling"]["properties"][usage]
+    assert decode["default"] == 80 and "default" not in prefill
+    assert decode["maximum"] == prefill["maximum"] == 100
+    scrape = spec["autoscaling"]["properties"]["source"]["properties"]["scrape"]
+    assert "default" not in scrape["properties"]["port"]
 
 
 def test_printer_columns_and_names() -> None:
@@ -123,5 +160,5 @@ def test_printer_columns_and_names() -> None:
     cols = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
     assert cols == ["Ready", "Prefill", "Decode", "TPxPP", "Endpoint", "Age"]
     names = crd["spec"]["names"]
-    assert "isvc" in names["shortNames"]
+    assert names["shortNames"] == ["tisvc"]  # "isvc" is KServe's
     assert "tandem" in names["categories"]

@@ -6,8 +6,9 @@ import copy
 from typing import Any
 
 from tandem.api.v1alpha1 import InferenceServiceSpec
-from tandem.reconcile.checks import check_spec
+from tandem.plan.admission import Rejection, check_spec
 from tandem.reconcile.diff import is_subset, up_to_date
+from tandem.reconcile.reconciler import parse_spec
 from tandem.render import Owner, build_children
 from tests.conftest import make_spec
 
@@ -48,21 +49,23 @@ def test_live_with_server_defaults_is_up_to_date() -> None:
 
 
 def test_checks_accept_fitting_spec() -> None:
-    spec = InferenceServiceSpec.model_validate(make_spec(prefill={"parallelism": {"tensor": 4}}))
+    tp4 = {"parallelism": {"tensor": 4}}
+    spec = InferenceServiceSpec.model_validate(make_spec(prefill=tp4, decode=tp4))
     assert check_spec(spec, [node(8)]) is None
     assert check_spec(spec, None) is None
 
 
 def test_replica_exceeding_node() -> None:
     spec = InferenceServiceSpec.model_validate(
-        make_spec(decode={"parallelism": {"tensor": 8, "pipeline": 2}})
+        make_spec(kvTransfer={"connector": "nixl"}, decode={"parallelism": {"tensor": 16}})
     )
     r = check_spec(spec, None)
     assert r is not None and r.reason == "ReplicaExceedsNode" and "spec.decode" in r.message
 
 
 def test_no_node_fits() -> None:
-    spec = InferenceServiceSpec.model_validate(make_spec(prefill={"parallelism": {"tensor": 8}}))
+    tp8 = {"parallelism": {"tensor": 8}}
+    spec = InferenceServiceSpec.model_validate(make_spec(prefill=tp8, decode=tp8))
     r = check_spec(spec, [node(4), node(2)])
     assert r is not None and r.reason == "NoNodeFitsReplica" and "offers 4" in r.message
     # Nodes with no GPUs at all: maybe GPU nodes come on demand; let the scheduler decide.
@@ -71,30 +74,38 @@ def test_no_node_fits() -> None:
 
 def test_node_selector_considered() -> None:
     spec = InferenceServiceSpec.model_validate(
-        make_spec(prefill={"parallelism": {"tensor": 8}, "nodeSelector": {"gpu": "h100"}})
+        make_spec(
+            prefill={"parallelism": {"tensor": 8}, "nodeSelector": {"gpu": "h100"}},
+            decode={"parallelism": {"tensor": 8}},
+        )
     )
     r = check_spec(spec, [node(8, gpu="a10"), node(4, gpu="h100")])
     assert r is not None and "nodeSelector" in r.message
 
 
+def admission(raw: dict[str, Any]) -> Rejection | None:
+    """The operator's verdict without nodes: the models first, then the semantic checks."""
+    spec, rejection = parse_spec(raw)
+    return rejection if spec is None else check_spec(spec, None)
+
+
+# Args or env that override what Tandem derives are refused (by the models since they are
+# judgeable from the manifest alone), with a message that names the field.
 def test_conflicting_args() -> None:
-    spec = InferenceServiceSpec.model_validate(
-        make_spec(engine={"args": ["--kv-transfer-config", "{}"]})
-    )
-    r = check_spec(spec, None)
-    assert r is not None and r.reason == "ConflictingEngineArgs"
+    r = admission(make_spec(engine={"args": ["--kv-transfer-config", "{}"]}))
+    assert r is not None and r.reason in ("InvalidSpec", "ConflictingEngineArgs")
+    assert "spec.engine.args" in r.message and "--kv-transfer-config" in r.message
 
 
 def test_env_overriding_a_derived_variable_is_rejected() -> None:
-    spec = InferenceServiceSpec.model_validate(
+    r = admission(
         make_spec(
             kvTransfer={"connector": "nixl"},
             decode={"env": [{"name": "VLLM_NIXL_SIDE_CHANNEL_HOST", "value": "0.0.0.0"}]},
         )
     )
-    r = check_spec(spec, None)
-    assert r is not None and r.reason == "ConflictingEngineArgs"
-    assert "spec.decode.env: VLLM_NIXL_SIDE_CHANNEL_HOST" in r.message
+    assert r is not None and r.reason in ("InvalidSpec", "ConflictingEngineArgs")
+    assert "spec.decode.env" in r.message and "VLLM_NIXL_SIDE_CHANNEL_HOST" in r.message
 
 
 def test_env_setting_a_default_is_accepted() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tandem.render.engine import ENGINE_COMMAND
+from tandem.plan.engine import ENGINE_COMMAND
 from tandem.render.router import ROUTER_COMMAND
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,7 +78,7 @@ def test_parses_and_is_non_root(name: str) -> None:
 
 
 def test_engine_entrypoint_matches_builder() -> None:
-    assert entrypoint(IMAGES / "engine.Dockerfile") == ENGINE_COMMAND
+    assert entrypoint(IMAGES / "engine.Dockerfile") == list(ENGINE_COMMAND)
 
 
 def test_router_entrypoint_matches_builder() -> None:
@@ -101,3 +101,13 @@ def test_engine_pins_compatible_versions() -> None:
 
 def test_router_image_has_router_extra() -> None:
     assert '".[router]"' in (IMAGES / "router.Dockerfile").read_text()
+
+
+def test_engine_image_proves_cuda_paths_with_its_pins() -> None:
+    """The build runs images/engine_check.py --cuda with the Dockerfile's own pins."""
+    text = (IMAGES / "engine.Dockerfile").read_text()
+    assert "COPY images/engine_check.py" in text
+    assert re.search(r"engine_check\.py --cuda", text)
+    check = (IMAGES / "engine_check.py").read_text()
+    for pin in ('default="0.32.0"', 'default="0.5.6"', 'default="1.5.1"'):
+        assert pin in check

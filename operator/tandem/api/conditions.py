@@ -45,13 +45,16 @@ class ConditionType(StrEnum):
     AUTOSCALING = "Autoscaling"
 
 
-class Reason(StrEnum):
+class ConditionReason(StrEnum):
+    """Why a condition has its status (autoscaling decisions have their own reasons)."""
+
     # Accepted
     ACCEPTED = "Accepted"
     INVALID_SPEC = "InvalidSpec"
     CONFLICTING_ENGINE_ARGS = "ConflictingEngineArgs"
     REPLICA_EXCEEDS_NODE = "ReplicaExceedsNode"
     NO_NODE_FITS_REPLICA = "NoNodeFitsReplica"
+    KV_BUFFER_EXCEEDS_HEADROOM = "KVBufferExceedsHeadroom"
     APPLY_FAILED = "ApplyFailed"
     # pools and router
     REPLICAS_READY = "ReplicasReady"
@@ -67,6 +70,9 @@ class Reason(StrEnum):
     METRICS_UNAVAILABLE = "MetricsUnavailable"
     GPU_BUDGET_REACHED = "GPUBudgetReached"
 
+
+# Kept while tandem.reconcile imports the old name; new code uses ConditionReason.
+Reason = ConditionReason
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 

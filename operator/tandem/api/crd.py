@@ -5,7 +5,8 @@ post-processing step below is a small function: inline ``$ref``s (CRDs forbid th
 ``Optional`` unions to the non-null branch, turn ``const`` into a one-value ``enum``, rewrite
 exclusive bounds into OpenAPI 3.0 form, drop titles and ``additionalProperties: false`` (the API
 server prunes and, with strict field validation, rejects unknown fields itself), and add
-explicit defaults to nested objects so stored objects show the full intent.
+explicit defaults to nested objects so stored objects show the full intent. The CEL rules come
+from the rule table (``v1alpha1.rules``), attached at each rule's scopes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import BaseModel
 
 from tandem.api import v1alpha1 as api
 from tandem.api.base import CEL_KEY
+from tandem.api.v1alpha1.rules import RULES
 
 Schema = dict[str, Any]
 
@@ -58,15 +60,16 @@ def _collapse_optional(node: Schema) -> Schema:
     return {**non_null[0], **rest}
 
 
-def _clean(node: Any, key: str | None = None) -> Any:
-    if isinstance(node, list):
-        return [_clean(n) for n in node]
-    if not isinstance(node, dict):
-        return node
+def _openapi_form(node: Schema) -> Schema:
+    """One node's JSON Schema 2020-12 spellings, as a structural OpenAPI v3 schema wants them."""
     node = _collapse_optional(dict(node))
     node.pop("title", None)
     if node.get("additionalProperties") is False:
         node.pop("additionalProperties")
+    if node.get("additionalProperties") is True:
+        # A free-form Kubernetes object (affinity): kept as written, not pruned.
+        node.pop("additionalProperties")
+        node["x-kubernetes-preserve-unknown-fields"] = True
     if "const" in node:
         node["enum"] = [node.pop("const")]
     for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
@@ -75,22 +78,30 @@ def _clean(node: Any, key: str | None = None) -> Any:
             node[bound] = True
     if "enum" in node and "type" not in node:
         node["type"] = "string"
-    out: Schema = {}
-    for k, v in node.items():
-        if k == "properties":
-            out[k] = {name: _clean(sub, name) for name, sub in v.items()}
-        elif k in ("items", "additionalProperties") and isinstance(v, dict):
-            out[k] = _clean(v)
-        elif k == CEL_KEY:
-            out[k] = v
-        else:
-            out[k] = _clean(v) if isinstance(v, dict | list) else v
-    if out.get("type") == "array":
-        if key in LIST_MAP_KEYS:
-            out["x-kubernetes-list-type"] = "map"
-            out["x-kubernetes-list-map-keys"] = LIST_MAP_KEYS[key]
-        else:
-            out.setdefault("x-kubernetes-list-type", "atomic")
+    return node
+
+
+def _list_type(node: Schema, key: str | None) -> None:
+    """Keyed lists merge per item under server-side apply; every other list is atomic."""
+    if node.get("type") != "array":
+        return
+    if key in LIST_MAP_KEYS:
+        node["x-kubernetes-list-type"] = "map"
+        node["x-kubernetes-list-map-keys"] = LIST_MAP_KEYS[key]
+    else:
+        node.setdefault("x-kubernetes-list-type", "atomic")
+
+
+def _clean(node: Any, key: str | None = None) -> Any:
+    if isinstance(node, list):
+        return [_clean(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out: Schema = {
+        k: {name: _clean(sub, name) for name, sub in v.items()} if k == "properties" else _clean(v)
+        for k, v in _openapi_form(node).items()
+    }
+    _list_type(out, key)
     return out
 
 
@@ -148,6 +159,29 @@ def model_schema(model: type[BaseModel], *, defaults: bool = True) -> Schema:
     return schema
 
 
+def _schema_at(root: Schema, scope: str) -> Schema:
+    """The schema node of the objects at a rule's scope (``a.b[]``: the items of list ``b``)."""
+    node = root
+    for seg in filter(None, scope.split(".")):
+        node = node["properties"][seg.removesuffix("[]")]
+        if seg.endswith("[]"):
+            node = node["items"]
+    return node
+
+
+def attach_rules(root: Schema) -> Schema:
+    """Copy every rule of the table into ``x-kubernetes-validations`` at its scopes."""
+    for rule in RULES:
+        for scope in rule.scopes:
+            item = {"rule": rule.cel, "message": rule.message}
+            if scope:
+                # The root's rules read metadata.name, which the schema does not describe, so
+                # a fieldPath into it is refused; the message names the field instead.
+                item["fieldPath"] = rule.field
+            _schema_at(root, scope).setdefault(CEL_KEY, []).append(item)
+    return root
+
+
 PRINTER_COLUMNS = [
     {
         "name": "Ready",
@@ -199,14 +233,8 @@ def inference_service_crd() -> dict[str, Any]:
             "spec": model_schema(api.InferenceServiceSpec),
             "status": model_schema(api.InferenceServiceStatus, defaults=False),
         },
-        CEL_KEY: [
-            {
-                "rule": f"self.metadata.name.size() <= {api.MAX_NAME_LENGTH}",
-                "message": f"metadata.name must be at most {api.MAX_NAME_LENGTH} characters "
-                "(child names add suffixes)",
-            }
-        ],
     }
+    attach_rules(root)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

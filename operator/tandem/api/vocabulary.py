@@ -8,6 +8,7 @@ They live here, with no pydantic import, so the router uses exactly the API's en
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Final
 
 
 class Role(StrEnum):
@@ -19,6 +20,10 @@ class Role(StrEnum):
 
 
 ROLES: tuple[Role, Role] = (Role.PREFILL, Role.DECODE)
+
+# The port `tandem router` listens on inside its pod (the router Service maps spec.router.port
+# to it), so the API keeps every other router port off it.
+ROUTER_CONTAINER_PORT: Final = 8000
 
 
 class Connector(StrEnum):

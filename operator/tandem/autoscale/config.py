@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from tandem.api.vocabulary import Role
 
 if TYPE_CHECKING:
-    from tandem.api.v1alpha1 import InferenceServiceSpec, PoolAutoscaling
+    from tandem.api.v1alpha1 import InferenceServiceSpec, PoolAutoscaling, ScrapeSource
+    from tandem.plan import ServicePlan
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,6 @@ class AutoscalerConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     interval_s: float = 10.0
     source: ScrapeSettings | PrometheusSettings = field(default_factory=ScrapeSettings)
-    # The router serves tandem_router_queue_depth on its own port (spec.router.port).
-    router_metrics_port: int = 8000
-    router_metrics_path: str = "/metrics"
 
 
 def pool_policy_from_spec(auto: PoolAutoscaling, gpus_per_replica: int) -> PoolPolicy:
@@ -102,12 +100,18 @@ def pool_policy_from_spec(auto: PoolAutoscaling, gpus_per_replica: int) -> PoolP
     )
 
 
-def from_spec(spec: InferenceServiceSpec) -> AutoscalerConfig:
-    """The autoscaler's settings for one validated InferenceService spec."""
+def _scrape_port(scrape: ScrapeSource, plan: ServicePlan) -> int:
+    """``source.scrape.port`` when set, else the port the engines serve ``/metrics`` on (the
+    engine port, the same in both pools)."""
+    return scrape.port if scrape.port is not None else plan.pool(Role.DECODE).metrics_port
+
+
+def from_spec(spec: InferenceServiceSpec, plan: ServicePlan) -> AutoscalerConfig:
+    """The autoscaler's settings for one validated InferenceService spec and its plan."""
     auto = spec.autoscaling
     policy = PolicyConfig(
-        prefill=pool_policy_from_spec(spec.prefill.autoscaling, spec.prefill.parallelism.gpus),
-        decode=pool_policy_from_spec(spec.decode.autoscaling, spec.decode.parallelism.gpus),
+        prefill=pool_policy_from_spec(spec.prefill.autoscaling, plan.pool(Role.PREFILL).gpus),
+        decode=pool_policy_from_spec(spec.decode.autoscaling, plan.pool(Role.DECODE).gpus),
         ratio_min=auto.prefill_to_decode_ratio.min,
         ratio_max=auto.prefill_to_decode_ratio.max,
         max_gpus=auto.max_gpus,
@@ -126,11 +130,8 @@ def from_spec(spec: InferenceServiceSpec) -> AutoscalerConfig:
     else:
         scrape = auto.source.scrape
         source = ScrapeSettings(
-            port=scrape.port, path=scrape.path, timeout_s=float(scrape.timeout_seconds)
+            port=_scrape_port(scrape, plan),
+            path=scrape.path,
+            timeout_s=float(scrape.timeout_seconds),
         )
-    return AutoscalerConfig(
-        policy=policy,
-        interval_s=float(auto.interval_seconds),
-        source=source,
-        router_metrics_port=spec.router.port,
-    )
+    return AutoscalerConfig(policy=policy, interval_s=float(auto.interval_seconds), source=source)

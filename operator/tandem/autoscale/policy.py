@@ -3,7 +3,7 @@
 Every ``interval`` the actuator hands this module what each pool looks like (replicas, ready
 replicas, one :class:`~tandem.autoscale.observation.PoolObservation`) plus the
 :class:`PolicyMemory` it got back last time, and gets an :class:`Evaluation`: one
-:class:`PoolDecision` per pool (desired replicas, a one-word CamelCase :class:`Reason`, a human
+:class:`PoolDecision` per pool (desired replicas, a one-word CamelCase :class:`ScaleReason`, a human
 message) and the memory to keep for the next tick. Nothing here reads a clock or does I/O, so the
 simulator (bench/autoscale_sim.py) runs the very same code against modelled metrics.
 
@@ -53,7 +53,7 @@ prefill:decode ratio and the GPU budget chosen jointly for both pools.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from tandem.api.vocabulary import ROLES, Role
@@ -61,7 +61,7 @@ from tandem.autoscale.config import PolicyConfig, PoolPolicy
 from tandem.autoscale.coupling import PoolBox, couple, ratio_violation
 from tandem.autoscale.need import Need, assess
 from tandem.autoscale.observation import PoolObservation
-from tandem.autoscale.reasons import HOLD_REASONS, Reason
+from tandem.autoscale.reasons import HOLD_REASONS, ScaleReason
 from tandem.autoscale.state import PolicyMemory, PoolMemory, PoolState, Recommendation
 
 __all__ = [
@@ -71,8 +71,8 @@ __all__ = [
     "PoolDecision",
     "PoolMemory",
     "PoolState",
-    "Reason",
     "Recommendation",
+    "ScaleReason",
     "evaluate",
 ]
 
@@ -84,7 +84,7 @@ class PoolDecision:
     ready: int
     desired: int
     recommended: int  # what the load alone asked for, before damping and bounds
-    reason: Reason
+    reason: ScaleReason
     message: str
     pressure: float  # load need / current replicas (1.0 = exactly at target)
 
@@ -107,9 +107,17 @@ class Evaluation:
         return (self.prefill, self.decode)
 
 
+def _early_shrink(pol: PoolPolicy, mem: PoolMemory, now: float) -> bool:
+    """A scale-down needs a full window of evidence since watching began and since the pool grew."""
+    down_w = pol.scale_down_stabilization_s
+    since = now if mem.observing_since is None else mem.observing_since
+    grew = mem.last_scale_up
+    return now - since < down_w or (grew is not None and now - grew < down_w)
+
+
 def _stabilize(
     pol: PoolPolicy, need: Need, mem: PoolMemory, current: int, now: float
-) -> tuple[int, tuple[Recommendation, ...], Reason | None]:
+) -> tuple[int, tuple[Recommendation, ...], ScaleReason | None]:
     """HPA-style damping; returns (stabilized replicas, new history, what blocked a change)."""
     up_w, down_w = pol.scale_up_stabilization_s, pol.scale_down_stabilization_s
     horizon = max(up_w, down_w)
@@ -117,18 +125,14 @@ def _stabilize(
     history = (*kept, Recommendation(now, need.recommended))
     up = min(r.replicas for r in history if now - r.at <= up_w)
     down = max(r.replicas for r in history if now - r.at <= down_w)
-    stabilized = max(current, up)
-    stabilized = min(stabilized, down)
-    blocked: Reason | None = None
-    if stabilized < current:
-        since = now if mem.observing_since is None else mem.observing_since
-        grew = mem.last_scale_up
-        if now - since < down_w or (grew is not None and now - grew < down_w):
-            stabilized = current
+    stabilized = min(max(current, up), down)
+    if stabilized < current and _early_shrink(pol, mem, now):
+        stabilized = current
+    blocked: ScaleReason | None = None
     if need.recommended < current and stabilized >= current:
-        blocked = Reason.SCALE_DOWN_STABILIZING
+        blocked = ScaleReason.SCALE_DOWN_STABILIZING
     elif need.recommended > current and stabilized < need.recommended:
-        blocked = Reason.SCALE_UP_STABILIZING
+        blocked = ScaleReason.SCALE_UP_STABILIZING
     return stabilized, history, blocked
 
 
@@ -145,71 +149,127 @@ def _box(pol: PoolPolicy, current: int, target: int, held: bool, repair: bool) -
     return lo, max(hi, lo)
 
 
-def _reason(
-    role: Role,
-    pol: PoolPolicy,
-    config: PolicyConfig,
-    need: Need,
-    blocked: Reason | None,
-    stabilized: int,
-    target: int,
-    final: int,
-    state: PoolState,
-    pair: tuple[int, int],
-) -> tuple[Reason, str]:
-    cur = state.replicas
-    move = f"{cur} -> {final}" if final != cur else f"keeping {cur}"
-    if final != target:
-        other = Role.DECODE if role is Role.PREFILL else Role.PREFILL
-        budget = config.max_gpus
-        used = pair[0] * config.prefill.gpus_per_replica + pair[1] * config.decode.gpus_per_replica
-        if final < target and budget is not None and used + pol.gpus_per_replica > budget:
-            return Reason.GPU_BUDGET, (
-                f"{move}: wants {target} but the pools use {used} of {budget} GPUs "
-                f"({pol.gpus_per_replica} per {role} replica); {need.detail}"
-            )
-        p, d = pair
-        return Reason.RATIO_BOUND, (
-            f"{move}: wants {target}, adjusted so prefill:decode {p}:{d} stays within "
-            f"{config.ratio_min:g}..{config.ratio_max:g} ({other} has more pressure or is "
-            f"bounded); {need.detail}"
+@dataclass(frozen=True)
+class PoolContext:
+    """Everything that explains one pool's final replicas (the input of the reason rules)."""
+
+    role: Role
+    pol: PoolPolicy
+    config: PolicyConfig
+    need: Need
+    state: PoolState
+    blocked: ScaleReason | None
+    stabilized: int  # after damping, before bounds
+    target: int  # after this pool's bounds, before the couplings
+    final: int  # after the couplings
+    pair: tuple[int, int]  # both pools' final replicas (prefill, decode)
+
+    @property
+    def cur(self) -> int:
+        return self.state.replicas
+
+    @property
+    def move(self) -> str:
+        return f"{self.cur} -> {self.final}" if self.final != self.cur else f"keeping {self.cur}"
+
+
+Explained = tuple[ScaleReason, str]
+
+
+def _coupled(c: PoolContext) -> Explained | None:
+    """The couplings moved the pool off its own target: the GPU budget or the ratio."""
+    if c.final == c.target:
+        return None
+    config, pol = c.config, c.pol
+    budget = config.max_gpus
+    p, d = c.pair
+    used = p * config.prefill.gpus_per_replica + d * config.decode.gpus_per_replica
+    if c.final < c.target and budget is not None and used + pol.gpus_per_replica > budget:
+        return ScaleReason.GPU_BUDGET, (
+            f"{c.move}: wants {c.target} but the pools use {used} of {budget} GPUs "
+            f"({pol.gpus_per_replica} per {c.role} replica); {c.need.detail}"
         )
-    if need.hold is not None and final <= cur:
-        return need.hold, f"{move}: holding, never scaling down on these metrics; {need.detail}"
-    if stabilized > pol.max_replicas and final == pol.max_replicas:
-        return Reason.AT_MAX, f"{move}: needs {stabilized}, maxReplicas {pol.max_replicas}; " + (
-            need.detail
+    other = Role.DECODE if c.role is Role.PREFILL else Role.PREFILL
+    return ScaleReason.RATIO_BOUND, (
+        f"{c.move}: wants {c.target}, adjusted so prefill:decode {p}:{d} stays within "
+        f"{config.ratio_min:g}..{config.ratio_max:g} ({other} has more pressure or is "
+        f"bounded); {c.need.detail}"
+    )
+
+
+def _held(c: PoolContext) -> Explained | None:
+    if c.need.hold is None or c.final > c.cur:
+        return None
+    return c.need.hold, f"{c.move}: holding, never scaling down on these metrics; {c.need.detail}"
+
+
+def _bounded(c: PoolContext) -> Explained | None:
+    """min/maxReplicas cut what the load asked for."""
+    pol = c.pol
+    if c.stabilized > pol.max_replicas and c.final == pol.max_replicas:
+        return ScaleReason.AT_MAX, (
+            f"{c.move}: needs {c.stabilized}, maxReplicas {pol.max_replicas}; {c.need.detail}"
         )
-    if stabilized < pol.min_replicas and final == pol.min_replicas:
-        return Reason.AT_MIN, f"{move}: needs {stabilized}, minReplicas {pol.min_replicas}; " + (
-            need.detail
+    if c.stabilized < pol.min_replicas and c.final == pol.min_replicas:
+        return ScaleReason.AT_MIN, (
+            f"{c.move}: needs {c.stabilized}, minReplicas {pol.min_replicas}; {c.need.detail}"
         )
-    if final > cur:
-        step = " (step-limited)" if final < stabilized else ""
-        return need.driver, f"{move}{step}: {need.detail}"
-    if final < cur:
-        step = " (step-limited)" if final > stabilized else ""
-        reason = (
-            need.driver
-            if need.driver in (Reason.IDLE, Reason.LOAD_BELOW_TARGET)
-            else (Reason.LOAD_BELOW_TARGET)
+    return None
+
+
+def _moved(c: PoolContext) -> Explained | None:
+    """The load moved the pool (a step limit may have cut the move short)."""
+    if c.final > c.cur:
+        step = " (step-limited)" if c.final < c.stabilized else ""
+        return c.need.driver, f"{c.move}{step}: {c.need.detail}"
+    if c.final < c.cur:
+        step = " (step-limited)" if c.final > c.stabilized else ""
+        down = (ScaleReason.IDLE, ScaleReason.LOAD_BELOW_TARGET)
+        reason = c.need.driver if c.need.driver in down else ScaleReason.LOAD_BELOW_TARGET
+        return reason, f"{c.move}{step} after the stabilization window: {c.need.detail}"
+    return None
+
+
+def _cold_start(c: PoolContext) -> Explained | None:
+    if not c.state.ready_replicas < c.need.recommended <= c.cur:
+        return None
+    return ScaleReason.COLD_START, (
+        f"{c.move}: {c.state.starting} starting replicas will absorb the load; {c.need.detail}"
+    )
+
+
+def _stabilizing(c: PoolContext) -> Explained | None:
+    """A stabilization window holds back the change the load asks for."""
+    if c.blocked is ScaleReason.SCALE_DOWN_STABILIZING:
+        return c.blocked, (
+            f"{c.move}: load fits {c.need.recommended}, waiting out the "
+            f"{c.pol.scale_down_stabilization_s:.0f}s scale-down window; {c.need.detail}"
         )
-        return reason, f"{move}{step} after the stabilization window: {need.detail}"
-    if state.ready_replicas < need.recommended <= cur:
-        return Reason.COLD_START, (
-            f"{move}: {state.starting} starting replicas will absorb the load; {need.detail}"
+    if c.blocked is ScaleReason.SCALE_UP_STABILIZING:
+        return c.blocked, (
+            f"{c.move}: load asks {c.need.recommended}, waiting out the "
+            f"{c.pol.scale_up_stabilization_s:.0f}s scale-up window; {c.need.detail}"
         )
-    if blocked is Reason.SCALE_DOWN_STABILIZING:
-        return blocked, (
-            f"{move}: load fits {need.recommended}, waiting out the "
-            f"{pol.scale_down_stabilization_s:.0f}s scale-down window; {need.detail}"
-        )
-    if blocked is Reason.SCALE_UP_STABILIZING:
-        return blocked, (
-            f"{move}: load asks {need.recommended}, waiting out the "
-            f"{pol.scale_up_stabilization_s:.0f}s scale-up window; {need.detail}"
-        )
-    return Reason.STABLE, f"{move}: {need.detail}"
+    return None
+
+
+# The first rule that explains the pool wins; a pool none of them explains is Stable.
+REASON_RULES: tuple[Callable[[PoolContext], Explained | None], ...] = (
+    _coupled,
+    _held,
+    _bounded,
+    _moved,
+    _cold_start,
+    _stabilizing,
+)
+
+
+def _reason(c: PoolContext) -> Explained:
+    for rule in REASON_RULES:
+        found = rule(c)
+        if found is not None:
+            return found
+    return ScaleReason.STABLE, f"{c.move}: {c.need.detail}"
 
 
 def evaluate(
@@ -223,7 +283,7 @@ def evaluate(
     needs: dict[Role, Need] = {}
     stabilized: dict[Role, int] = {}
     histories: dict[Role, tuple[Recommendation, ...]] = {}
-    blocked: dict[Role, Reason | None] = {}
+    blocked: dict[Role, ScaleReason | None] = {}
     for role in ROLES:
         pol, mem, state = config.pool(role), memory.pool(role), states[role]
         needs[role] = assess(pol, observations[role], state, mem, now, config.stale_after_s)
@@ -262,16 +322,18 @@ def evaluate(
     for role, final in zip(ROLES, pair, strict=True):
         pol, state, need, mem = config.pool(role), states[role], needs[role], memory.pool(role)
         reason, message = _reason(
-            role,
-            pol,
-            config,
-            need,
-            blocked[role],
-            stabilized[role],
-            boxes[role].target,
-            final,
-            state,
-            pair,
+            PoolContext(
+                role=role,
+                pol=pol,
+                config=config,
+                need=need,
+                state=state,
+                blocked=blocked[role],
+                stabilized=stabilized[role],
+                target=boxes[role].target,
+                final=final,
+                pair=pair,
+            )
         )
         decisions[role] = PoolDecision(
             role=role,

@@ -72,6 +72,34 @@ class RateMemory:
         return mv + slope * (pts[-1][0] - mt), slope
 
 
+def _deltas(
+    previous: tuple[tuple[str, float], ...], counters: dict[str, float]
+) -> dict[str, float]:
+    """Completions per pod since the last tick, for pods in both ticks whose counter did not
+    reset (a restarted engine starts from zero)."""
+    prev = dict(previous)
+    return {pod: c - prev[pod] for pod, c in counters.items() if pod in prev and c >= prev[pod]}
+
+
+def _service(
+    service: float | None,
+    obs: PoolObservation,
+    deltas: dict[str, float],
+    dt: float,
+    saturated_at: float,
+) -> float | None:
+    """The service-rate average, updated with the pods that were saturated this tick."""
+    busy = [
+        deltas[p.pod] / dt
+        for p in obs.pods
+        if p.pod in deltas and p.waiting - p.deferred >= saturated_at
+    ]
+    if busy:
+        rate = sum(busy) / len(busy)
+        service = rate if service is None else service + ALPHA * (rate - service)
+    return service if service else None
+
+
 def update(
     mem: RateMemory, obs: PoolObservation, demand: float, now: float, saturated_at: float
 ) -> RateMemory:
@@ -89,27 +117,16 @@ def update(
     if mem.at is None or not counters or not 0 < now - mem.at <= MAX_GAP_S:
         return fresh
     dt = now - mem.at
-    prev = dict(mem.completed)
-    # Pods in both ticks whose counter did not reset (a restarted engine starts from zero).
-    deltas = {pod: c - prev[pod] for pod, c in counters.items() if pod in prev and c >= prev[pod]}
+    deltas = _deltas(mem.completed, counters)
     if not deltas:
         return fresh
     # Pods that appeared since the last tick served too; assume they served like the others.
     throughput = sum(deltas.values()) / dt * len(counters) / len(deltas)
     arrival = max(0.0, throughput + (demand - mem.demand) / dt)
-    busy = [
-        deltas[p.pod] / dt
-        for p in obs.pods
-        if p.pod in deltas and p.waiting - p.deferred >= saturated_at
-    ]
-    service = mem.service
-    if busy:
-        rate = sum(busy) / len(busy)
-        service = rate if service is None else service + ALPHA * (rate - service)
     return RateMemory(
         at=now,
         demand=demand,
         completed=fresh.completed,
         arrivals=(*kept, (now, arrival)),
-        service=service if service else None,
+        service=_service(mem.service, obs, deltas, dt, saturated_at),
     )

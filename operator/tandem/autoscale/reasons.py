@@ -1,7 +1,8 @@
 """The vocabulary of autoscaling decisions: one-word CamelCase reasons (API conventions).
 
 They appear in status ``lastScale.reason``, in Events, and as the ``reason`` label of
-``tandem_autoscaler_decisions_total``, so they are part of the API: rename none lightly.
+``tandem_autoscaler_decisions_total``, so they are part of the API: rename none lightly. The enum
+is ``ScaleReason`` so it is not mistaken for the condition reasons of ``tandem.api.conditions``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 
-class Reason(StrEnum):
+class ScaleReason(StrEnum):
     """Why a pool has the replicas it was given; one word, CamelCase (API conventions)."""
 
     QUEUE_ABOVE_TARGET = "QueueAboveTarget"
@@ -31,5 +32,10 @@ class Reason(StrEnum):
 
 
 HOLD_REASONS = frozenset(
-    {Reason.METRICS_MISSING, Reason.METRICS_STALE, Reason.METRICS_PARTIAL, Reason.COLD_START}
+    {
+        ScaleReason.METRICS_MISSING,
+        ScaleReason.METRICS_STALE,
+        ScaleReason.METRICS_PARTIAL,
+        ScaleReason.COLD_START,
+    }
 )

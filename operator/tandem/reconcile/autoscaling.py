@@ -1,11 +1,16 @@
 """The autoscaler inside the operator: one kopf daemon per autoscaled InferenceService.
 
-The daemon wires :class:`tandem.autoscale.actuator.Autoscaler` to Kubernetes: it reads the pools'
-Deployments, lists ready engine and router pods, patches ``spec.replicas`` by server-side apply
-under its own field manager (``tandem-autoscaler``; the reconcile never sends ``replicas`` while
-autoscaling is on), marks the least busy pods cheapest to delete before a scale-down, and records
-each decision in status (``desiredReplicas``, ``lastScale``, the ``Autoscaling`` condition), as an
-event and as metrics. Status is written only when it changes, so a steady service costs no writes.
+The daemon wires :class:`tandem.autoscale.actuator.Autoscaler` to Kubernetes through
+:class:`KubeHooks`: it reads the pools' Deployments, lists ready engine and router pods, patches
+``spec.replicas`` by server-side apply under the autoscaler's own field manager (the reconcile
+never sends ``replicas`` while autoscaling is on), and marks the least busy pods cheapest to
+delete before a scale-down. It emits one ``ScaledUp``/``ScaledDown`` event per change applied.
+
+It does not write status. Each tick's :class:`~tandem.autoscale.report.TickReport` goes into the
+operator's in-memory :class:`~tandem.autoscale.report.Reports`; when that changes what status
+would show, the daemon runs the ordinary reconcile, whose one status writer folds the report in
+(``lastScale``, ``desiredReplicas``, ``status.autoscaling``, the ``Autoscaling`` condition). A
+steady service costs no writes.
 """
 
 from __future__ import annotations
@@ -14,40 +19,33 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import kopf
 
-from tandem.api.conditions import FALSE, TRUE, ConditionType, Reason, get_condition, set_condition
-from tandem.api.v1alpha1 import (
-    GROUP,
-    PLURAL,
-    VERSION,
-    AutoscalingStatus,
-    InferenceServiceStatus,
-    LastScale,
-    PoolStatus,
-)
+from tandem.api.conditions import TRUE, ConditionType, get_condition
+from tandem.api.v1alpha1 import GROUP, PLURAL, VERSION, InferenceServiceSpec
 from tandem.api.vocabulary import Role
-from tandem.autoscale.actuator import FIELD_MANAGER, Autoscaler, ClusterHooks
-from tandem.autoscale.config import from_spec
+from tandem.autoscale.actuator import AUTOSCALER_FIELD_MANAGER, Autoscaler
+from tandem.autoscale.config import AutoscalerConfig, from_spec
 from tandem.autoscale.drain import annotation_patches
 from tandem.autoscale.metrics import AutoscalerMetrics
-from tandem.autoscale.policy import HOLD_REASONS, PoolDecision, PoolState
-from tandem.autoscale.policy import Reason as ScaleReason
+from tandem.autoscale.policy import PoolState
+from tandem.autoscale.report import AutoscalerReport, Reports, TickReport
 from tandem.autoscale.sources import PodRef, make_source
-from tandem.reconcile.k8s import Conflict, Kube, NotFound
+from tandem.plan import Owner, plan_service
+from tandem.plan.names import LABEL_INSTANCE, LABEL_ROLE, ROUTER, pool_name
+from tandem.plan.router import CONTAINER_PORT as ROUTER_CONTAINER_PORT
+from tandem.reconcile.driver import run_reconcile
+from tandem.reconcile.k8s import Kube
 from tandem.reconcile.reconciler import parse_spec
-from tandem.render.names import LABEL_INSTANCE, LABEL_ROLE, pool_name
-from tandem.render.router import CONTAINER_PORT as ROUTER_PORT
+from tandem.reconcile.status import autoscaling_condition, parse_status
 
 log = logging.getLogger("tandem.autoscaler")
 
-
-def _now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+# Seconds between looks at a spec that is not (yet) accepted.
+IDLE_INTERVAL_S = 10.0
 
 
 def _ready_pods(pods: list[dict[str, Any]]) -> list[PodRef]:
@@ -66,11 +64,10 @@ def _ready_pods(pods: list[dict[str, Any]]) -> list[PodRef]:
 
 
 class KubeHooks:
-    """ClusterHooks over the synchronous client, run in threads."""
+    """:class:`~tandem.autoscale.actuator.ClusterHooks` over the synchronous client, in threads."""
 
     def __init__(self, kube: Kube, namespace: str, name: str) -> None:
         self.kube, self.namespace, self.name = kube, namespace, name
-        self.decisions: dict[str, tuple[PoolDecision, bool]] = {}
 
     def _pods(self, role: str) -> list[PodRef]:
         selector = f"{LABEL_INSTANCE}={self.name},{LABEL_ROLE}={role}"
@@ -89,7 +86,7 @@ class KubeHooks:
         return await asyncio.to_thread(self._pods, role)
 
     async def list_routers(self) -> Sequence[PodRef]:
-        return await asyncio.to_thread(self._pods, "router")
+        return await asyncio.to_thread(self._pods, ROUTER)
 
     async def scale(self, role: Role, replicas: int) -> None:
         body = {
@@ -98,10 +95,7 @@ class KubeHooks:
             "metadata": {"name": pool_name(self.name, role), "namespace": self.namespace},
             "spec": {"replicas": replicas},
         }
-        await asyncio.to_thread(self.kube.apply, body, FIELD_MANAGER)
-
-    async def record(self, role: Role, decision: PoolDecision, applied: bool) -> None:
-        self.decisions[role] = (decision, applied)
+        await asyncio.to_thread(self.kube.apply, body, AUTOSCALER_FIELD_MANAGER)
 
     async def set_deletion_costs(self, role: Role, costs: Mapping[str, int]) -> None:
         for pod, patch in annotation_patches(costs).items():
@@ -110,135 +104,70 @@ class KubeHooks:
             )
 
 
-def autoscaling_condition(decisions: Mapping[str, PoolDecision]) -> tuple[str, str, str]:
-    """The Autoscaling condition from this tick's decisions (stable text: no floats)."""
-    held = {
-        r: d
-        for r, d in decisions.items()
-        if d.reason in HOLD_REASONS and d.reason != ScaleReason.COLD_START
-    }
-    if held:
-        detail = "; ".join(
-            f"{r}: {d.reason.value}, holding {d.current} replicas" for r, d in sorted(held.items())
-        )
-        return FALSE, Reason.METRICS_UNAVAILABLE, detail
-    summary = "; ".join(
-        f"{r}: {d.desired} replicas ({d.reason.value})" for r, d in sorted(decisions.items())
-    )
-    if any(d.reason == ScaleReason.GPU_BUDGET for d in decisions.values()):
-        return TRUE, Reason.GPU_BUDGET_REACHED, summary
-    return TRUE, Reason.ACTIVE, summary
+def shown(report: AutoscalerReport | None) -> object:
+    """What status shows of a report: a new tick that changes none of it needs no refresh."""
+    if report is None:
+        return None
+    tick = report.tick
+    condition = autoscaling_condition(tick.decisions)
+    return condition, tick.source, tick.error, sorted(report.last_scale.items())
 
 
-def apply_tick_to_status(
-    previous: InferenceServiceStatus,
-    decisions: Mapping[str, tuple[PoolDecision, bool]],
-    source: str,
-    error: str | None,
-    generation: int,
-    now: str,
-) -> InferenceServiceStatus:
-    """Status after one tick: lastScale/desiredReplicas for applied changes, the condition."""
-    st = previous.model_copy(deep=True)
-    for role, (d, applied) in decisions.items():
-        pool: PoolStatus = st.pool(Role(role)) or PoolStatus()
-        if applied:
-            pool.last_scale = LastScale(
-                time=now, from_=d.current, to=d.desired, reason=d.reason.value
-            )
-            pool.desired_replicas = d.desired
-            pool.ready = f"{pool.ready_replicas}/{d.desired}"
-        st.with_pool(Role(role), pool)
-    status, reason, message = autoscaling_condition({r: d for r, (d, _) in decisions.items()})
-    st.conditions = set_condition(
-        st.conditions, ConditionType.AUTOSCALING, status, reason, message, now, generation
-    )
-    st.autoscaling = AutoscalingStatus(source=source, last_error=error)
-    return st
+def scale_events(body: kopf.Body, tick: TickReport) -> None:
+    """One ``ScaledUp``/``ScaledDown`` event per change the tick applied."""
+    decisions = tick.decisions
+    for role, (before, after) in sorted(tick.scaled.items()):
+        d = decisions[role]
+        verb = "ScaledUp" if after > before else "ScaledDown"
+        change = f"{role}: {before} -> {after} replicas"
+        kopf.info(body, reason=verb, message=f"{change} ({d.reason.value}: {d.message})")
 
 
-def status_patch(status: InferenceServiceStatus) -> dict[str, Any]:
-    """The merge patch that makes stored status equal ``status`` in the parts the autoscaler owns.
-
-    ``wire()`` leaves unset optionals out, and a JSON merge patch keeps every key it does not
-    name, so a cleared ``autoscaling.lastError`` must be sent as an explicit null; otherwise the
-    error of a past outage stays in status for good (and every later tick patches again,
-    because what is stored never equals what was computed).
-    """
-    wire = status.wire()
-    auto = wire.get("autoscaling")
-    if isinstance(auto, dict):
-        auto.setdefault("lastError", None)
-    return wire
+def accepted_config(body: Mapping[str, Any]) -> AutoscalerConfig | None:
+    """The autoscaler's settings while the spec is valid and ``Accepted=True``, else None."""
+    spec: InferenceServiceSpec | None
+    spec, rejection = parse_spec(dict(body.get("spec") or {}))
+    accepted = get_condition(parse_status(body.get("status")).conditions, ConditionType.ACCEPTED)
+    if spec is None or rejection is not None or accepted is None or accepted.status != TRUE:
+        return None
+    meta = body["metadata"]
+    owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+    return from_spec(spec, plan_service(spec, owner))
 
 
-def write_autoscaler_status(
-    kube: Kube,
-    namespace: str,
-    name: str,
-    decisions: Mapping[str, tuple[PoolDecision, bool]],
-    source: str,
-    error: str | None,
-    retries: int = 5,
-) -> InferenceServiceStatus | None:
-    """Read-modify-write with the resourceVersion as precondition; no write if unchanged."""
-    for _ in range(retries):
-        obj = kube.get("InferenceService", namespace, name)
-        previous = InferenceServiceStatus.model_validate(obj.get("status") or {})
-        generation = int(obj["metadata"].get("generation", 0))
-        new = apply_tick_to_status(previous, decisions, source, error, generation, _now_rfc3339())
-        if new.wire() == previous.wire():
-            return None
-        try:
-            kube.patch_status(
-                namespace, name, status_patch(new), obj["metadata"]["resourceVersion"]
-            )
-            return previous
-        except Conflict:
-            time.sleep(0.05)
-    return None
+async def _refresh(memo: kopf.Memo, body: kopf.Body) -> bool:
+    """Run the reconcile so its status writer folds the newest report in; True when done."""
+    try:
+        await asyncio.to_thread(run_reconcile, memo, dict(body), "autoscaler")
+    except Exception as e:  # best effort: the next tick (or the resync) tries again
+        log.warning("Status refresh after an autoscaler tick failed: %s", e)
+        return False
+    return True
 
 
 def _enabled(spec: kopf.Spec, **_: Any) -> bool:
     return bool((spec.get("autoscaling") or {}).get("enabled"))
 
 
-def _accepted(body: Mapping[str, Any]) -> bool:
-    for c in (body.get("status") or {}).get("conditions", []) or []:
-        if c.get("type") == "Accepted":
-            return bool(c.get("status") == "True")
-    return False
-
-
-@kopf.daemon(GROUP, VERSION, PLURAL, id="autoscaler", when=_enabled, cancellation_timeout=10)
 async def autoscaler_daemon(
     stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
     """Tick the autoscaler every ``spec.autoscaling.interval`` while autoscaling is enabled."""
     kube: Kube = memo.kube
     metrics: AutoscalerMetrics = memo.autoscaler_metrics
+    reports: Reports = memo.autoscaler_reports
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    hooks_impl = KubeHooks(kube, namespace, name)
-    hooks = ClusterHooks(
-        read_pool=hooks_impl.read_pool,
-        list_pods=hooks_impl.list_pods,
-        list_routers=hooks_impl.list_routers,
-        scale=hooks_impl.scale,
-        record=hooks_impl.record,
-        set_deletion_costs=hooks_impl.set_deletion_costs,
-    )
+    hooks = KubeHooks(kube, namespace, name)
     scaler: Autoscaler | None = None
-    interval = 10.0
+    stale = False  # status does not show the newest report yet
     async with aiohttp.ClientSession() as session:
         try:
             while not stopped:
-                spec, rejection = parse_spec(dict(body.get("spec") or {}))
-                if spec is None or rejection is not None or not _accepted(body):
-                    await stopped.wait(interval)
+                config = accepted_config(body)
+                if config is None:
+                    await stopped.wait(IDLE_INTERVAL_S)
                     continue
-                config = from_spec(spec)
-                interval = config.interval_s
-                source = make_source(config.source, session, router_port=ROUTER_PORT)
+                source = make_source(config.source, session, router_port=ROUTER_CONTAINER_PORT)
                 if scaler is None:
                     scaler = Autoscaler(
                         namespace=namespace, name=name, config=config, source=source,
@@ -246,46 +175,25 @@ async def autoscaler_daemon(
                     )  # fmt: skip
                 else:
                     scaler.reconfigure(config, source)
-                hooks_impl.decisions.clear()
-                report = await scaler.tick(time.time())
-                errors = list(report.errors) + [
-                    f"{role}: {o.error}" for role, o in report.observations.items() if o.error
-                ]
-                if hooks_impl.decisions:
-                    await _record(
-                        kube, body, hooks_impl.decisions, source.kind, "; ".join(errors) or None
-                    )
-                await stopped.wait(interval)
+                tick = await scaler.tick(time.time())
+                scale_events(body, tick)
+                before = shown(reports.get(namespace, name))
+                stale = stale or shown(reports.record(namespace, name, tick)) != before
+                if stale:
+                    stale = not await _refresh(memo, body)
+                await stopped.wait(config.interval_s)
         finally:
             metrics.forget(namespace, name)
+            reports.forget(namespace, name)
 
 
-async def _record(
-    kube: Kube,
-    body: kopf.Body,
-    decisions: Mapping[str, tuple[PoolDecision, bool]],
-    source: str,
-    error: str | None,
-) -> None:
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    try:
-        previous = await asyncio.to_thread(
-            write_autoscaler_status, kube, namespace, name, dict(decisions), source, error
-        )
-    except NotFound:
-        return
-    except Exception as e:  # status is best effort; the next tick tries again
-        log.warning("Could not record autoscaling status: %s", e)
-        return
-    for role, (d, applied) in sorted(decisions.items()):
-        if applied:
-            verb = "ScaledUp" if d.desired > d.current else "ScaledDown"
-            change = f"{role}: {d.current} -> {d.desired} replicas"
-            kopf.info(body, reason=verb, message=f"{change} ({d.reason.value}: {d.message})")
-    if previous is not None:
-        before = get_condition(previous.conditions, ConditionType.AUTOSCALING)
-        status, reason, message = autoscaling_condition({r: d for r, (d, _) in decisions.items()})
-        if (status == FALSE and (before is None or before.status != FALSE)) or (
-            reason == Reason.GPU_BUDGET_REACHED and (before is None or before.reason != reason)
-        ):
-            kopf.warn(body, reason=reason, message=message)
+def register(registry: kopf.OperatorRegistry) -> None:
+    kopf.daemon(
+        GROUP,
+        VERSION,
+        PLURAL,
+        id="autoscaler",
+        when=_enabled,
+        cancellation_timeout=10,
+        registry=registry,
+    )(autoscaler_daemon)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-# Values the API server normalises on write, so a desired value and the stored one can differ
-# in spelling while meaning the same thing.
+# Metadata not compared field by field: owner references are compared by uid below (a list
+# compared item by item would also fail on references other controllers added).
 _IGNORED_META = {"ownerReferences"}
 
 

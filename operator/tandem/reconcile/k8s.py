@@ -44,11 +44,14 @@ CHILD_KINDS = ("ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Service", 
 class ApiError(Exception):
     """The API server refused a request."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, fields: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.fields = fields  # the fields the API server named (details.causes[].field)
 
 
 class NotFound(ApiError):
@@ -64,29 +67,45 @@ class Forbidden(ApiError):
 
 
 class Invalid(ApiError):
-    """The object was rejected (schema, admission): retrying the same request cannot help."""
+    """The object was rejected (schema, admission, a patch that cannot be built): retrying the
+    same request cannot help, only a change of the object can."""
 
 
 class Transient(ApiError):
     """Timeouts, throttling, 5xx, connection errors: retry with backoff."""
 
 
+# 500s that are about the request's content, not the server's health: server-side apply cannot
+# merge the object (e.g. two list items with the same key) and would fail the same way again.
+_INVALID_CONTENT = ("duplicate entries for key", "failed to create typed patch object")
+
+
+def _fields(data: dict[str, Any]) -> tuple[str, ...]:
+    causes = (data.get("details") or {}).get("causes") or []
+    return tuple(dict.fromkeys(str(c["field"]) for c in causes if c.get("field")))
+
+
 def _error(status: int, body: bytes | str | None) -> ApiError:
+    """Classify a refusal: NotFound, Conflict, Forbidden, Invalid (permanent) or Transient."""
     reason, message = "", ""
+    fields: tuple[str, ...] = ()
     try:
         data = json.loads(body or b"{}")
-        reason, message = data.get("reason", ""), data.get("message", "")
-    except (ValueError, TypeError):
+        reason, message, fields = data.get("reason", ""), data.get("message", ""), _fields(data)
+    except (ValueError, TypeError, AttributeError):
         message = str(body)[:500]
-    if status == 404:
-        return NotFound(status, reason, message)
-    if status == 409:
-        return Conflict(status, reason, message)
-    if status in (401, 403):
-        return Forbidden(status, reason, message)
-    if status in (400, 422):
-        return Invalid(status, reason, message)
-    return Transient(status, reason, message)
+    kinds: dict[int, type[ApiError]] = {
+        404: NotFound,
+        409: Conflict,
+        401: Forbidden,
+        403: Forbidden,
+        400: Invalid,
+        422: Invalid,
+    }
+    kind = kinds.get(status, Transient)
+    if status == 500 and any(marker in message for marker in _INVALID_CONTENT):
+        kind = Invalid
+    return kind(status, reason, message, fields)
 
 
 def load_api_client() -> ApiClient:
@@ -175,12 +194,24 @@ class Kube:
             item.setdefault("apiVersion", api_version)
         return items
 
-    def apply(self, manifest: Obj, field_manager: str | None = None, force: bool = True) -> Obj:
-        """Server-side apply of the full intent under one field manager."""
+    def apply(
+        self,
+        manifest: Obj,
+        field_manager: str | None = None,
+        force: bool = True,
+        dry_run: bool = False,
+    ) -> Obj:
+        """Server-side apply of the full intent under one field manager.
+
+        ``dry_run``: the API server validates, defaults and admits the object and answers what
+        it would store, but stores nothing (``dryRun=All``).
+        """
         meta = manifest["metadata"]
         query = {"fieldManager": field_manager or self.field_manager, "fieldValidation": "Strict"}
         if force:
             query["force"] = "true"
+        if dry_run:
+            query["dryRun"] = "All"
         return self.request(
             "PATCH",
             path(manifest["kind"], meta.get("namespace"), meta["name"]),

@@ -1,38 +1,73 @@
-"""Status roll-up: a pure function from the spec, the observed children and the previous status.
+"""Status roll-up: a pure function of the plan, the observed children, the autoscaler's newest
+report and the previous status.
 
-Nothing is accumulated: every reconcile recomputes the whole status and the caller writes it
-only when it differs from what is stored, so an idle resync writes nothing. Autoscaler-owned
-parts (``lastScale``, ``status.autoscaling`` and the ``Autoscaling`` condition) are carried over.
+Nothing is accumulated: every reconcile recomputes the whole status and the caller writes the
+difference (a JSON merge patch) only when there is one, so an idle resync writes nothing. Each
+part has its own small rule: :func:`pool_condition` and :func:`pool_status` per pool,
+:func:`router_condition`, :func:`autoscaling_condition`, and :func:`ready_rollup` over the rest.
+
+Display facts (GPUs per replica, parallelism, endpoint) come from the plan. While a spec is
+rejected there is no plan, and status keeps describing the pools as they run: those facts, and
+everything the autoscaler recorded, stay as stored.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+
+from pydantic import ValidationError
 
 from tandem.api.conditions import (
     FALSE,
     TRUE,
     UNKNOWN,
     Condition,
+    ConditionReason,
     ConditionType,
-    Reason,
     get_condition,
     set_condition,
 )
 from tandem.api.v1alpha1 import (
-    InferenceServiceSpec,
+    AutoscalingStatus,
     InferenceServiceStatus,
+    LastScale,
     PoolStatus,
     RouterStatus,
 )
 from tandem.api.vocabulary import ROLES, Role
-from tandem.render.names import router_name
+from tandem.autoscale.policy import HOLD_REASONS, PoolDecision, ScaleReason
+from tandem.autoscale.report import AutoscalerReport, Scale
+from tandem.plan import PoolPlan, ServicePlan
+from tandem.plan.names import ROUTER
 
 POOL_CONDITION = {
     Role.PREFILL: ConditionType.PREFILL_READY,
     Role.DECODE: ConditionType.DECODE_READY,
 }
+# Ready is True when all of these are; otherwise it takes the reason of the first that is not.
+READY_INPUTS = (
+    ConditionType.ACCEPTED,
+    ConditionType.PREFILL_READY,
+    ConditionType.DECODE_READY,
+    ConditionType.ROUTER_READY,
+)
+CONDITION_ORDER = [t.value for t in ConditionType]
+
+# (status, reason, message) of one condition.
+Verdict = tuple[str, str, str]
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def utcnow() -> str:
+    """The operator's one clock for status times."""
+    return rfc3339(time.time())
 
 
 @dataclass(frozen=True)
@@ -74,137 +109,238 @@ class Acceptance:
     message: str
 
 
-def _pool_condition(view: DeploymentView | None, unschedulable: str | None) -> tuple[str, str, str]:
+def parse_status(raw: Mapping[str, Any] | None) -> InferenceServiceStatus:
+    """Stored status as the model; one that no longer parses counts as empty."""
+    try:
+        return InferenceServiceStatus.model_validate(dict(raw or {}))
+    except ValidationError:
+        return InferenceServiceStatus()
+
+
+# ------------------------------------------------------------------------------- rules
+
+
+def pool_condition(view: DeploymentView | None, unschedulable: str | None) -> Verdict:
     if view is None:
-        return FALSE, Reason.DEPLOYMENT_MISSING, "the Deployment does not exist yet"
+        return FALSE, ConditionReason.DEPLOYMENT_MISSING, "the Deployment does not exist yet"
     if view.spec_replicas == 0:
-        return FALSE, Reason.SCALED_TO_ZERO, "the pool has 0 replicas"
+        return FALSE, ConditionReason.SCALED_TO_ZERO, "the pool has 0 replicas"
     if unschedulable:
-        return FALSE, Reason.PODS_UNSCHEDULABLE, unschedulable
+        return FALSE, ConditionReason.PODS_UNSCHEDULABLE, unschedulable
     settled = (
         view.observed_generation >= view.generation
         and view.updated >= view.spec_replicas
         and view.ready >= view.spec_replicas
         and view.replicas == view.spec_replicas
     )
+    ready = f"{view.ready}/{view.spec_replicas} replicas ready"
     if settled:
-        return TRUE, Reason.REPLICAS_READY, f"{view.ready}/{view.spec_replicas} replicas ready"
-    return (
-        FALSE,
-        Reason.PROGRESSING,
-        f"{view.ready}/{view.spec_replicas} replicas ready, {view.updated} updated",
+        return TRUE, ConditionReason.REPLICAS_READY, ready
+    return FALSE, ConditionReason.PROGRESSING, f"{ready}, {view.updated} updated"
+
+
+def desired_replicas(
+    pool: PoolPlan | None, view: DeploymentView | None, previous: PoolStatus | None
+) -> int:
+    """The replicas the spec fixes; else (autoscaled, or no plan) what the Deployment asks."""
+    if pool is not None and pool.replicas.fixed is not None:
+        return pool.replicas.fixed
+    if view is not None:
+        return view.spec_replicas
+    if pool is not None:
+        return pool.replicas.start
+    return previous.desired_replicas if previous else 0
+
+
+def _last_scale(scale: Scale | None, previous: PoolStatus | None) -> LastScale | None:
+    if scale is None:
+        return previous.last_scale if previous else None
+    return LastScale(time=rfc3339(scale.at), from_=scale.from_, to=scale.to, reason=scale.reason)
+
+
+def pool_status(
+    pool: PoolPlan | None,
+    view: DeploymentView | None,
+    previous: PoolStatus | None,
+    scale: Scale | None,
+) -> PoolStatus:
+    """One pool's status: counts from its Deployment, display facts from the plan (or, without
+    one, as stored), ``lastScale`` from the autoscaler's report (or as stored)."""
+    desired = desired_replicas(pool, view, previous)
+    ready = view.ready if view else 0
+    if pool is not None:
+        gpus, parallelism = pool.gpus, pool.parallelism
+    elif previous is not None:
+        gpus, parallelism = previous.gpus_per_replica, previous.parallelism
+    else:
+        gpus, parallelism = 0, ""
+    return PoolStatus(
+        replicas=view.replicas if view else 0,
+        ready_replicas=ready,
+        desired_replicas=desired,
+        gpus_per_replica=gpus,
+        parallelism=parallelism,
+        ready=f"{ready}/{desired}",
+        last_scale=_last_scale(scale, previous),
     )
 
 
+def router_condition(view: DeploymentView | None) -> Verdict:
+    if view is None:
+        return FALSE, ConditionReason.DEPLOYMENT_MISSING, "the router does not exist yet"
+    if view.ready >= 1:
+        ready = f"{view.ready}/{view.spec_replicas} router replicas ready"
+        return TRUE, ConditionReason.REPLICAS_READY, ready
+    if view.spec_replicas == 0:
+        return FALSE, ConditionReason.SCALED_TO_ZERO, "the router has 0 replicas"
+    return FALSE, ConditionReason.PROGRESSING, "no router replica is ready yet"
+
+
+def autoscaling_condition(decisions: Mapping[Role, PoolDecision]) -> Verdict:
+    """The Autoscaling condition from one tick's decisions (stable text: no floats)."""
+    held = {
+        r: d
+        for r, d in decisions.items()
+        if d.reason in HOLD_REASONS and d.reason != ScaleReason.COLD_START
+    }
+    if held:
+        detail = "; ".join(
+            f"{r}: {d.reason.value}, holding {d.current} replicas" for r, d in sorted(held.items())
+        )
+        return FALSE, ConditionReason.METRICS_UNAVAILABLE, detail
+    summary = "; ".join(
+        f"{r}: {d.desired} replicas ({d.reason.value})" for r, d in sorted(decisions.items())
+    )
+    if any(d.reason == ScaleReason.GPU_BUDGET for d in decisions.values()):
+        return TRUE, ConditionReason.GPU_BUDGET_REACHED, summary
+    return TRUE, ConditionReason.ACTIVE, summary
+
+
+def ready_rollup(conditions: Iterable[Condition]) -> Verdict:
+    conditions = list(conditions)
+    for ctype in READY_INPUTS:
+        c = get_condition(conditions, ctype)
+        if c is None:
+            return UNKNOWN, ConditionReason.RECONCILING, f"{ctype}: not evaluated yet"
+        if c.status != TRUE:
+            status = FALSE if c.status == FALSE else UNKNOWN
+            return status, c.reason, f"{c.type}: {c.message}"
+    return TRUE, ConditionReason.SERVING, "prefill, decode and router are ready"
+
+
+# ------------------------------------------------------------------------------ roll-up
+
+
+class _Conditions:
+    """The condition list being rebuilt, with ``now`` and the generation fixed."""
+
+    def __init__(self, previous: Iterable[Condition], now: str, generation: int) -> None:
+        self.items, self.now, self.generation = list(previous), now, generation
+
+    def put(self, ctype: str, verdict: Verdict) -> None:
+        status, reason, message = verdict
+        self.items = set_condition(
+            self.items, ctype, status, reason, message, self.now, self.generation
+        )
+
+    def drop(self, ctype: str) -> None:
+        self.items = [c for c in self.items if c.type != ctype]
+
+    def sorted(self) -> list[Condition]:
+        return sorted(self.items, key=_rank)
+
+
+def _rank(c: Condition) -> int:
+    return CONDITION_ORDER.index(c.type) if c.type in CONDITION_ORDER else len(CONDITION_ORDER)
+
+
+def _autoscaled(plan: ServicePlan) -> bool:
+    return any(pool.replicas.autoscaled for pool in plan.pools.values())
+
+
+def _fold_autoscaler(
+    conds: _Conditions,
+    plan: ServicePlan | None,
+    report: AutoscalerReport | None,
+    previous: InferenceServiceStatus,
+) -> AutoscalingStatus | None:
+    """Set (or drop) the Autoscaling condition; return ``status.autoscaling``.
+
+    Without a plan (rejected spec) or a report (the operator restarted and has not ticked yet)
+    both stay as stored; without autoscaling both go.
+    """
+    if plan is not None and not _autoscaled(plan):
+        conds.drop(ConditionType.AUTOSCALING)
+        return None
+    if plan is None or report is None:
+        return previous.autoscaling
+    conds.put(ConditionType.AUTOSCALING, autoscaling_condition(report.tick.decisions))
+    return AutoscalingStatus(source=report.tick.source, last_error=report.tick.error)
+
+
 def compute_status(
-    spec: InferenceServiceSpec | None,
-    name: str,
-    namespace: str,
+    plan: ServicePlan | None,
     generation: int,
     acceptance: Acceptance,
     observed: Observed,
     previous: InferenceServiceStatus,
     now: str,
+    autoscaler: AutoscalerReport | None = None,
 ) -> InferenceServiceStatus:
-    conds: list[Condition] = list(previous.conditions)
-
-    def put(ctype: str, status: str, reason: str, message: str) -> None:
-        nonlocal conds
-        conds = set_condition(conds, ctype, status, reason, message, now, generation)
-
-    put(
+    """The whole status. ``plan`` is None while the spec is rejected; ``autoscaler`` is the
+    autoscaler's newest report (None when autoscaling is off or has not ticked yet)."""
+    if plan is not None and not _autoscaled(plan):
+        autoscaler = None
+    conds = _Conditions(previous.conditions, now, generation)
+    conds.put(
         ConditionType.ACCEPTED,
-        TRUE if acceptance.accepted else FALSE,
-        acceptance.reason,
-        acceptance.message,
+        (TRUE if acceptance.accepted else FALSE, acceptance.reason, acceptance.message),
     )
     pools: dict[Role, PoolStatus] = {}
     for role in ROLES:
         view = observed.deployments.get(role)
-        st, reason, msg = _pool_condition(view, observed.unschedulable.get(role))
-        put(POOL_CONDITION[role], st, reason, msg)
-        prev = previous.pool(role)
-        pool_spec = spec.pool(role) if spec is not None else None
-        gpus = (
-            pool_spec.parallelism.gpus
-            if pool_spec is not None
-            else (prev.gpus_per_replica if prev else 0)
+        conds.put(POOL_CONDITION[role], pool_condition(view, observed.unschedulable.get(role)))
+        pools[role] = pool_status(
+            plan.pool(role) if plan else None,
+            view,
+            previous.pool(role),
+            autoscaler.last_scale.get(role) if autoscaler else None,
         )
-        par = (
-            f"{pool_spec.parallelism.tensor}x{pool_spec.parallelism.pipeline}"
-            if pool_spec is not None
-            else (prev.parallelism if prev else "")
-        )
-        desired = (
-            view.spec_replicas if view is not None else (pool_spec.replicas if pool_spec else 0)
-        )
-        if spec is not None and not spec.autoscaling.enabled and pool_spec is not None:
-            desired = pool_spec.replicas
-        ready = view.ready if view else 0
-        pools[role] = PoolStatus(
-            replicas=view.replicas if view else 0,
-            ready_replicas=ready,
-            desired_replicas=desired,
-            gpus_per_replica=gpus,
-            parallelism=par,
-            ready=f"{ready}/{desired}",
-            last_scale=prev.last_scale if prev else None,
-        )
-    rview = observed.deployments.get("router")
-    if rview is None:
-        put(
-            ConditionType.ROUTER_READY,
-            FALSE,
-            Reason.DEPLOYMENT_MISSING,
-            "the router does not exist yet",
-        )
-    elif rview.ready >= 1:
-        put(
-            ConditionType.ROUTER_READY,
-            TRUE,
-            Reason.REPLICAS_READY,
-            f"{rview.ready}/{rview.spec_replicas} router replicas ready",
-        )
-    elif rview.spec_replicas == 0:
-        put(ConditionType.ROUTER_READY, FALSE, Reason.SCALED_TO_ZERO, "the router has 0 replicas")
-    else:
-        put(ConditionType.ROUTER_READY, FALSE, Reason.PROGRESSING, "no router replica is ready yet")
-
-    if spec is not None and not spec.autoscaling.enabled:
-        conds = [c for c in conds if c.type != ConditionType.AUTOSCALING]
-
-    blocking = None
-    for ctype in (
-        ConditionType.ACCEPTED,
-        ConditionType.PREFILL_READY,
-        ConditionType.DECODE_READY,
-        ConditionType.ROUTER_READY,
-    ):
-        c = get_condition(conds, ctype)
-        if c is None or c.status != TRUE:
-            blocking = c
-            break
-    if blocking is None:
-        put(ConditionType.READY, TRUE, Reason.SERVING, "prefill, decode and router are ready")
-    else:
-        status = FALSE if blocking.status == FALSE else UNKNOWN
-        put(ConditionType.READY, status, blocking.reason, f"{blocking.type}: {blocking.message}")
-
-    order = [t.value for t in ConditionType]
-    conds.sort(key=lambda c: order.index(c.type) if c.type in order else len(order))
-    port = spec.router.port if spec is not None else 8000
+    rview = observed.deployments.get(ROUTER)
+    conds.put(ConditionType.ROUTER_READY, router_condition(rview))
+    autoscaling = _fold_autoscaler(conds, plan, autoscaler, previous)
+    conds.put(ConditionType.READY, ready_rollup(conds.items))
     return InferenceServiceStatus(
         observed_generation=generation,
-        endpoint=f"http://{router_name(name)}.{namespace}.svc:{port}/v1",
-        parallelism=f"P:{pools[Role.PREFILL].parallelism} D:{pools[Role.DECODE].parallelism}",
-        conditions=conds,
+        endpoint=plan.endpoint if plan else previous.endpoint,
+        parallelism=plan.parallelism if plan else previous.parallelism,
+        conditions=conds.sorted(),
         prefill=pools[Role.PREFILL],
         decode=pools[Role.DECODE],
         router=RouterStatus(
             replicas=rview.replicas if rview else 0, ready_replicas=rview.ready if rview else 0
         ),
-        autoscaling=previous.autoscaling if spec is None or spec.autoscaling.enabled else None,
+        autoscaling=autoscaling,
     )
+
+
+def merge_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns ``old`` into ``new``; empty when equal.
+
+    Keys that ``new`` no longer has are sent as null (a merge patch keeps every key it does not
+    name, so a cleared ``autoscaling.lastError`` would otherwise stay for good); objects are
+    diffed key by key, lists replaced whole.
+    """
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            sub = merge_diff(before, value)
+            if sub:
+                patch[key] = sub
+        elif key not in old or value != before:
+            patch[key] = value
+    return patch
 
 
 def unschedulable_message(pods: list[dict[str, Any]]) -> str | None:

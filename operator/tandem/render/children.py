@@ -1,29 +1,40 @@
-"""All children of one InferenceService, in apply order."""
+"""All children of one InferenceService, in apply order, from its plan."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tandem.api.v1alpha1 import Connector, InferenceServiceSpec
-from tandem.api.vocabulary import ROLES
-from tandem.render.engine import config_hash, lmcache_configmap, pool_deployment, pool_service
-from tandem.render.meta import Owner
-from tandem.render.router import router_deployment, router_rbac, router_service
+from tandem.api.v1alpha1 import InferenceServiceSpec
+from tandem.plan import ConfigFile, Owner, ServicePlan, plan_service
+from tandem.plan.names import labels
+from tandem.render.meta import metadata
+from tandem.render.pool import pool_deployment, pool_service
+from tandem.render.router import router_deployment, router_rbac, router_services
 
 Manifest = dict[str, Any]
 
 
-def build_children(spec: InferenceServiceSpec, owner: Owner) -> list[Manifest]:
+def config_map(file: ConfigFile, owner: Owner) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(owner, file.name, labels(owner.name, file.role_label, file.component)),
+        "data": dict(file.data),
+    }
+
+
+def render_children(plan: ServicePlan) -> list[Manifest]:
     """Desired children. Config first, then Services, then workloads that use them."""
-    out: list[Manifest] = []
-    cm_hash: str | None = None
-    if spec.kv_transfer.connector == Connector.LMCACHE:
-        cm = lmcache_configmap(spec, owner)
-        cm_hash = config_hash(cm["data"])
-        out.append(cm)
-    out += router_rbac(owner)
-    out += [pool_service(spec, owner, role) for role in ROLES]
-    out.append(router_service(spec, owner))
-    out += [pool_deployment(spec, owner, role, cm_hash) for role in ROLES]
-    out.append(router_deployment(spec, owner))
+    owner = plan.owner
+    out: list[Manifest] = [config_map(f, owner) for f in plan.config_files]
+    out += router_rbac(plan.router, owner)
+    out += [pool_service(pool, owner) for pool in plan.pools.values()]
+    out += router_services(plan.router, owner)
+    out += [pool_deployment(pool, owner) for pool in plan.pools.values()]
+    out.append(router_deployment(plan.router, owner))
     return out
+
+
+def build_children(spec: InferenceServiceSpec, owner: Owner) -> list[Manifest]:
+    """Plan and render in one call (``tandem render``, tests)."""
+    return render_children(plan_service(spec, owner))

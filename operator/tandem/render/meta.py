@@ -2,29 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from tandem.api.v1alpha1 import GROUP, KIND, VERSION
-
-
-@dataclass(frozen=True)
-class Owner:
-    """The InferenceService that owns the children (garbage collection follows it)."""
-
-    name: str
-    namespace: str
-    uid: str
-
-    def reference(self) -> dict[str, Any]:
-        return {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": KIND,
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
+from tandem.plan.model import Owner
 
 
 def metadata(

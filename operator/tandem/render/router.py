@@ -1,88 +1,37 @@
-"""The P/D router: Deployment, Service, ServiceAccount and the RBAC to read EndpointSlices.
-
-The router's command line is the contract with ``tandem router``: every flag here is one the
-router parses, and the router discovers engines from the pools' headless Services.
-"""
+"""The P/D router: Deployment, Service, ServiceAccount and the RBAC to read EndpointSlices."""
 
 from __future__ import annotations
 
 from typing import Any, Final
 
-from tandem.api.v1alpha1 import Connector, InferenceServiceSpec
-from tandem.api.vocabulary import Role
-from tandem.render import lmcache
-from tandem.render.engine import served_name
-from tandem.render.meta import Owner, metadata
-from tandem.render.names import (
-    ROUTER,
-    labels,
-    pool_name,
-    router_name,
-    selector_labels,
-)
+from tandem.api.v1alpha1 import InferenceServiceSpec
+from tandem.plan import plan_service
+from tandem.plan.model import Owner, RouterPlan
+from tandem.render.meta import metadata
+from tandem.render.pool import container_ports
 
 ROUTER_COMMAND: Final = ["tandem", "router"]
-ROUTER_COMPONENT: Final = "tandem-router"
-ROUTER_PORT_NAME: Final = "http"
-KV_READY_PORT_NAME: Final = "kv-ready"
-CONTAINER_PORT: Final = 8000
 
 
-def router_args(spec: InferenceServiceSpec, owner: Owner) -> list[str]:
-    r = spec.router
-    args = [
-        "--host", "0.0.0.0",
-        "--port", str(CONTAINER_PORT),
-        "--model", served_name(spec, owner.name),
-        "--connector", str(spec.kv_transfer.connector),
-        "--policy", str(r.policy),
-        "--min-prompt-tokens", str(r.disaggregation.min_prompt_tokens),
-        "--on-prefill-failure", str(r.on_prefill_failure),
-        "--request-timeout", str(r.request_timeout_seconds),
-        "--max-inflight-per-engine", str(r.max_inflight_per_engine),
-        "--namespace", owner.namespace,
-        "--prefill-service", pool_name(owner.name, Role.PREFILL),
-        "--decode-service", pool_name(owner.name, Role.DECODE),
-        "--engine-port", str(spec.engine.port),
-    ]  # fmt: skip
-    if spec.kv_transfer.connector == Connector.LMCACHE:
-        init_ports, alloc_ports = lmcache.decoder_ports(spec)
-        args += [
-            "--kv-ready-port", str(spec.kv_transfer.lmcache_settings.proxy_port),
-            "--advertise-host", "$(POD_IP)",
-            "--decoder-init-ports", ",".join(map(str, init_ports)),
-            "--decoder-alloc-ports", ",".join(map(str, alloc_ports)),
-        ]  # fmt: skip
-    return args
-
-
-def _labels(owner: Owner) -> dict[str, str]:
-    return labels(owner.name, ROUTER, ROUTER_COMPONENT)
-
-
-def router_deployment(spec: InferenceServiceSpec, owner: Owner) -> dict[str, Any]:
-    r = spec.router
-    ports = [{"name": ROUTER_PORT_NAME, "containerPort": CONTAINER_PORT, "protocol": "TCP"}]
-    if spec.kv_transfer.connector == Connector.LMCACHE:
-        port = spec.kv_transfer.lmcache_settings.proxy_port
-        ports.append({"name": KV_READY_PORT_NAME, "containerPort": port, "protocol": "TCP"})
-    requests = {"cpu": r.resources.cpu or "500m", "memory": r.resources.memory or "512Mi"}
+def router_deployment(router: RouterPlan, owner: Owner) -> dict[str, Any]:
+    http = router.ports[0].name
+    requests = dict(router.resources)
     container = {
         "name": "router",
-        "image": r.image,
+        "image": router.image,
         "imagePullPolicy": "IfNotPresent",
         "command": list(ROUTER_COMMAND),
-        "args": router_args(spec, owner),
+        "args": router.config.to_args(),
         "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
-        "ports": ports,
+        "ports": container_ports(router.ports),
         "resources": {"requests": requests, "limits": {"memory": requests["memory"]}},
         "readinessProbe": {
-            "httpGet": {"path": "/health", "port": ROUTER_PORT_NAME},
+            "httpGet": {"path": "/health", "port": http},
             "periodSeconds": 5,
             "failureThreshold": 2,
         },
         "livenessProbe": {
-            "tcpSocket": {"port": ROUTER_PORT_NAME},
+            "tcpSocket": {"port": http},
             "periodSeconds": 10,
             "failureThreshold": 3,
         },
@@ -96,52 +45,61 @@ def router_deployment(spec: InferenceServiceSpec, owner: Owner) -> dict[str, Any
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": metadata(owner, router_name(owner.name), _labels(owner)),
+        "metadata": metadata(owner, router.name, router.labels),
         "spec": {
-            "replicas": r.replicas,
-            "selector": {"matchLabels": selector_labels(owner.name, ROUTER)},
+            "replicas": router.replicas,
+            "selector": {"matchLabels": dict(router.selector)},
             "template": {
-                "metadata": {"labels": _labels(owner)},
+                "metadata": {"labels": dict(router.labels)},
                 "spec": {
-                    "serviceAccountName": router_name(owner.name),
+                    "serviceAccountName": router.name,
                     "containers": [container],
                     "enableServiceLinks": False,
+                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
                 },
             },
         },
     }
 
 
-def router_service(spec: InferenceServiceSpec, owner: Owner) -> dict[str, Any]:
-    ports: list[dict[str, Any]] = [
-        {
-            "name": ROUTER_PORT_NAME,
-            "port": spec.router.port,
-            "targetPort": ROUTER_PORT_NAME,
-            "protocol": "TCP",
-        }
-    ]
-    if spec.kv_transfer.connector == Connector.LMCACHE:
-        port = spec.kv_transfer.lmcache_settings.proxy_port
-        ports.append(
-            {"name": KV_READY_PORT_NAME, "port": port, "targetPort": port, "protocol": "TCP"}
+def router_services(router: RouterPlan, owner: Owner) -> list[dict[str, Any]]:
+    """The router Service (HTTP, of the type the spec asks) and, for a connector that needs
+    one, a ClusterIP Service of its internal ports (LMCache's KV-ready), so those never get
+    exposed when the router Service is a LoadBalancer."""
+    http, *internal = router.ports
+    out = [
+        _service(
+            router,
+            owner,
+            router.name,
+            router.service_type,
+            [{"name": http.name, "port": router.service_port, "targetPort": http.name}],
         )
+    ]
+    if router.internal_service and internal:
+        ports = [{"name": p.name, "port": p.port, "targetPort": p.port} for p in internal]
+        out.append(_service(router, owner, router.internal_service, "ClusterIP", ports))
+    return out
+
+
+def _service(
+    router: RouterPlan, owner: Owner, name: str, kind: str, ports: list[dict[str, Any]]
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": metadata(owner, router_name(owner.name), _labels(owner)),
+        "metadata": metadata(owner, name, router.labels),
         "spec": {
-            "type": str(spec.router.service_type),
-            "selector": selector_labels(owner.name, ROUTER),
-            "ports": ports,
+            "type": kind,
+            "selector": dict(router.selector),
+            "ports": [{**p, "protocol": "TCP"} for p in ports],
         },
     }
 
 
-def router_rbac(owner: Owner) -> list[dict[str, Any]]:
+def router_rbac(router: RouterPlan, owner: Owner) -> list[dict[str, Any]]:
     """ServiceAccount + Role + RoleBinding: read the pools' EndpointSlices, nothing else."""
-    name = router_name(owner.name)
-    lbl = _labels(owner)
+    name, lbl = router.name, router.labels
     return [
         {
             "apiVersion": "v1",
@@ -168,3 +126,8 @@ def router_rbac(owner: Owner) -> list[dict[str, Any]]:
             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
         },
     ]
+
+
+def router_args(spec: InferenceServiceSpec, owner: Owner) -> list[str]:
+    """The router's command line for a spec, as the router Deployment carries it."""
+    return plan_service(spec, owner).router.config.to_args()

@@ -7,8 +7,10 @@ one process, e.g. for the LMCache relay between replicas. Use it as an async con
         ...  # serving on router.port
 
 Start-up order matters: pools and the shared HTTP session first, then the KV-ready socket (its
-port goes into request ids), then discovery (which triggers immediate probes of new endpoints),
-then the periodic prober, and the listening socket last.
+port goes into request ids), then the hand-off protocol and its canary runner, then discovery
+(which triggers immediate probes of new endpoints; a pair's canary starts once both of its
+endpoints answered their probe), then the periodic prober and the canaries, and the listening
+socket last.
 """
 
 from __future__ import annotations
@@ -21,16 +23,19 @@ from typing import TYPE_CHECKING, Protocol
 import aiohttp
 from aiohttp import web
 
-from tandem.api.vocabulary import Role
-from tandem.router.config import Connector, RouterConfig
+from tandem.api.vocabulary import Role, RouterPolicy
+from tandem.router.canary import CanaryRunner
+from tandem.router.config import Connector, PrefillFailurePolicy, RouterConfig
 from tandem.router.dispatch import Dispatcher
-from tandem.router.endpoints import Endpoint, EndpointPool
+from tandem.router.endpoints import Endpoint, EndpointPool, HealthState
 from tandem.router.health import HealthProber
 from tandem.router.metrics import RouterMetrics
-from tandem.router.pick import PolicyName, make_policy
+from tandem.router.pairs import PairBook, PairPolicy
+from tandem.router.pick import make_policy
 from tandem.router.protocols.base import Handoff, RouterContext
 from tandem.router.protocols.nixl import NixlHandoff
 from tandem.router.server import RouterServer
+from tandem.router.upstream import POOL_KEEPALIVE_SECONDS, reuse_tracer
 
 if TYPE_CHECKING:  # pyzmq and msgpack are needed only with --connector lmcache
     from tandem.router.kvready import KvReadyHub
@@ -53,16 +58,26 @@ class Router:
     """A running Tandem router."""
 
     def __init__(self, config: RouterConfig, *, discovery: Discovery | None = None) -> None:
-        self.config = config.validate()
+        self.config = config  # validated when it was constructed
         self._discovery = discovery
         self.pools: dict[Role, EndpointPool] = {
             role: EndpointPool(role=role, max_inflight=config.max_inflight_per_engine)
             for role in Role
         }
-        self.metrics = RouterMetrics(self.pools)
+        self.pairs = PairBook(
+            PairPolicy(
+                canary=config.canary,
+                require_verified=config.require_verified_pairs,
+                retry_seconds=config.pair_retry_seconds,
+            )
+        )
+        self.pairs.on_broken = lambda _pair: self._wake_canaries()
+        self.metrics = RouterMetrics(self.pools, self.pairs)
         self.kv_hub: KvReadyHub | None = None
         self._session: aiohttp.ClientSession | None = None
         self._prober: HealthProber | None = None
+        self._ctx: RouterContext | None = None
+        self.canaries: CanaryRunner | None = None
         self._runner: web.AppRunner | None = None
         self.port = config.port
 
@@ -77,8 +92,8 @@ class Router:
         policy = make_policy(cfg.policy)
         balance = (
             policy
-            if cfg.policy is not PolicyName.PREFIX_AWARE
-            else make_policy(PolicyName.LEAST_LOADED)
+            if cfg.policy is not RouterPolicy.PREFIX_AWARE
+            else make_policy(RouterPolicy.LEAST_LOADED)
         )
         return RouterContext(
             config=cfg,
@@ -88,6 +103,7 @@ class Router:
             prefill_policy=policy,
             decode_policy=balance,
             direct_policy=policy,
+            pairs=self.pairs,
         )
 
     def _handoff(self, ctx: RouterContext) -> Handoff:
@@ -100,18 +116,32 @@ class Router:
 
     def _apply(self, role: Role, urls: list[str]) -> None:
         self.pools[role].set_urls(urls)
+        self.pairs.sync(self.pools[Role.PREFILL].endpoints, self.pools[Role.DECODE].endpoints)
+        self._wake_canaries()
+
+    def _wake_canaries(self) -> None:
+        if self.canaries is not None:
+            self.canaries.wake()
+
+    def _health_changed(self, endpoint: Endpoint, previous: HealthState) -> None:
+        """A pair whose endpoint comes back (restart, outage) is verified again."""
+        if endpoint.state is HealthState.HEALTHY and previous is HealthState.UNHEALTHY:
+            self.pairs.reset(endpoint.url)
+        self._wake_canaries()
 
     async def start(self) -> None:
         """Bind sockets, discover endpoints, start probing, start serving."""
         cfg = self.config
         # limit=0: the router bounds concurrency itself (--max-inflight-per-engine); aiohttp's
-        # default of 100 pooled connections would silently cap throughput.
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
+        # default of 100 pooled connections would silently cap throughput. Idle connections
+        # are dropped before uvicorn's 5 s keep-alive closes them (see upstream.py).
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=POOL_KEEPALIVE_SECONDS)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=False,  # relay bytes as the engine sent them
             cookie_jar=aiohttp.DummyCookieJar(),  # engines set no cookies; skip the bookkeeping
+            trace_configs=[reuse_tracer()],
         )
         if cfg.connector is Connector.LMCACHE:
             from tandem.router.kvready import KvReadyHub
@@ -131,23 +161,29 @@ class Router:
         def probe_new(endpoints: list[Endpoint]) -> None:
             prober.probe_soon(endpoints)
 
+        ctx = self._ctx = self._context(self._session)
+        handoff = self._handoff(ctx)
+        self.canaries = CanaryRunner(ctx, handoff)
         for pool in self.pools.values():
             pool.on_added = probe_new
+            pool.on_health = self._health_changed
         if self._discovery is not None:
             await self._discovery.start(self._apply)
         else:
             self._apply(Role.PREFILL, list(cfg.prefill_urls))
             self._apply(Role.DECODE, list(cfg.decode_urls))
         self._prober.start()
+        self.canaries.start()
 
-        ctx = self._context(self._session)
         server = RouterServer(
             model=cfg.model,
             pools=self.pools,
             metrics=self.metrics,
-            dispatcher=Dispatcher(ctx, self._handoff(ctx)),
+            dispatcher=Dispatcher(ctx, handoff),
             request_timeout=cfg.request_timeout,
-            prefix_affinity=cfg.policy is PolicyName.PREFIX_AWARE,
+            prefix_affinity=cfg.policy is RouterPolicy.PREFIX_AWARE,
+            pairs=self.pairs,
+            fallback=cfg.on_prefill_failure is PrefillFailurePolicy.DECODE_ONLY,
         )
         self._runner = web.AppRunner(server.app(), handler_cancellation=True, access_log=None)
         await self._runner.setup()
@@ -169,6 +205,10 @@ class Router:
             await self._discovery.stop()
         if self._prober is not None:
             await self._prober.stop()
+        if self.canaries is not None:
+            await self.canaries.stop()
+        if self._ctx is not None:
+            await self._ctx.stop_background()
         if self.kv_hub is not None:
             await self.kv_hub.stop()
         if self._session is not None:

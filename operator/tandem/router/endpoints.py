@@ -54,6 +54,8 @@ class Endpoint:
     inflight_tokens: int = 0
     engine_waiting: float | None = None
     engine_running: float | None = None
+    #: `time.monotonic()` of the engine's last good answer to a request (busy is not dead).
+    last_ok: float = float("-inf")
 
     @property
     def host(self) -> str:
@@ -107,6 +109,7 @@ class _Waiter:
     policy: Policy
     tokens: int
     prefix_hash: str | None
+    allowed: frozenset[str] | None
     future: asyncio.Future[Lease]
 
 
@@ -119,6 +122,8 @@ class EndpointPool:
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     #: Called with newly added endpoints (the prober probes them at once).
     on_added: Callable[[list[Endpoint]], None] | None = None
+    #: Called with an endpoint whose health state changed, and its previous state.
+    on_health: Callable[[Endpoint, HealthState], None] | None = None
     _waiters: deque[_Waiter] = field(default_factory=deque)
     _sequence: int = 0
 
@@ -152,13 +157,22 @@ class EndpointPool:
         if ep is None:
             return
         new = HealthState.HEALTHY if healthy else HealthState.UNHEALTHY
-        if ep.state is not new:
+        old = ep.state
+        if old is not new:
             log.info(
                 "Changed endpoint health",
                 extra={"role": self.role.value, "endpoint": url, "state": new.value},
             )
             ep.state = new
+            if self.on_health is not None:
+                self.on_health(ep, old)
         self._dispatch()
+
+    def mark_alive(self, url: str, now: float) -> None:
+        """The engine just answered a request well (a slow /health must not eject it)."""
+        ep = self.endpoints.get(url)
+        if ep is not None:
+            ep.last_ok = now
 
     def set_engine_load(self, url: str, waiting: float | None, running: float | None) -> None:
         """Record the engine's own queue/running counts from its /metrics."""
@@ -175,6 +189,17 @@ class EndpointPool:
         """Endpoints that may be picked."""
         return self.count(HealthState.HEALTHY)
 
+    def healthy_urls(self) -> list[str]:
+        """The URLs of the endpoints that may be picked."""
+        return [url for url, ep in self.endpoints.items() if ep.state is HealthState.HEALTHY]
+
+    def _any_healthy(self, allowed: frozenset[str] | None) -> bool:
+        if allowed is None:
+            return self.healthy_count > 0
+        return any(
+            ep.state is HealthState.HEALTHY for url, ep in self.endpoints.items() if url in allowed
+        )
+
     @property
     def queue_depth(self) -> int:
         """Requests waiting in the router for a slot in this pool."""
@@ -182,9 +207,13 @@ class EndpointPool:
 
     # --- picking --------------------------------------------------------------------------
 
-    def _next_request(self, tokens: int, prefix_hash: str | None) -> PickRequest:
+    def _next_request(
+        self, tokens: int, prefix_hash: str | None, allowed: frozenset[str] | None = None
+    ) -> PickRequest:
         self._sequence += 1
-        return PickRequest(prompt_tokens=tokens, prefix_hash=prefix_hash, sequence=self._sequence)
+        return PickRequest(
+            prompt_tokens=tokens, prefix_hash=prefix_hash, sequence=self._sequence, allowed=allowed
+        )
 
     def choose(self, policy: Policy, prefix_hash: str | None = None) -> Endpoint | None:
         """Pick an endpoint without taking a slot (for cheap side calls such as /tokenize)."""
@@ -192,9 +221,15 @@ class EndpointPool:
         chosen = pick(policy, cands, self._next_request(0, prefix_hash))
         return None if chosen is None else self.endpoints[chosen.key]
 
-    def _try_lease(self, policy: Policy, tokens: int, prefix_hash: str | None) -> Lease | None:
+    def _try_lease(
+        self,
+        policy: Policy,
+        tokens: int,
+        prefix_hash: str | None,
+        allowed: frozenset[str] | None = None,
+    ) -> Lease | None:
         cands = [ep.candidate(self.max_inflight) for ep in self.endpoints.values()]
-        chosen = pick(policy, cands, self._next_request(tokens, prefix_hash))
+        chosen = pick(policy, cands, self._next_request(tokens, prefix_hash, allowed))
         if chosen is None:
             return None
         ep = self.endpoints[chosen.key]
@@ -202,19 +237,28 @@ class EndpointPool:
         ep.inflight_tokens += tokens
         return Lease(self, ep, tokens)
 
-    async def acquire(self, policy: Policy, tokens: int, prefix_hash: str | None = None) -> Lease:
-        """A slot on an endpoint chosen by `policy`, waiting in FIFO order when all are full.
+    async def acquire(
+        self,
+        policy: Policy,
+        tokens: int,
+        prefix_hash: str | None = None,
+        *,
+        allowed: frozenset[str] | None = None,
+    ) -> Lease:
+        """A slot on an endpoint chosen by `policy` (among `allowed`, when given), waiting in
+        FIFO order when all are full.
 
-        Raises NoEndpointError at once (or while waiting) when the pool has no healthy endpoint.
+        Raises NoEndpointError at once (or while waiting) when no allowed endpoint is healthy.
         Cancelling the caller removes it from the queue.
         """
         if not self._waiters:
-            lease = self._try_lease(policy, tokens, prefix_hash)
+            lease = self._try_lease(policy, tokens, prefix_hash, allowed)
             if lease is not None:
                 return lease
-        if self.healthy_count == 0:
+        if not self._any_healthy(allowed):
             raise NoEndpointError(self.role)
-        waiter = _Waiter(policy, tokens, prefix_hash, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(policy, tokens, prefix_hash, allowed, loop.create_future())
         self._waiters.append(waiter)
         try:
             return await waiter.future
@@ -239,7 +283,11 @@ class EndpointPool:
             if head.future.done():
                 self._waiters.popleft()
                 continue
-            lease = self._try_lease(head.policy, head.tokens, head.prefix_hash)
+            if not self._any_healthy(head.allowed):  # its endpoints left or went down
+                self._waiters.popleft()
+                head.future.set_exception(NoEndpointError(self.role))
+                continue
+            lease = self._try_lease(head.policy, head.tokens, head.prefix_hash, head.allowed)
             if lease is None:
                 break
             self._waiters.popleft()

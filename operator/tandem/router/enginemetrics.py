@@ -4,6 +4,10 @@ Only two gauges matter to the picker: `vllm:num_requests_waiting` and
 `vllm:num_requests_running` (dataplane.md §5). A data-parallel engine reports one series per
 `engine` label, so series are summed. Names are matched exactly, so
 `vllm:num_requests_waiting_by_reason` is not mistaken for the total.
+
+The canary (`canary.py`) reads one counter: the prompt tokens a decoder took from a KV transfer,
+`vllm:prompt_tokens_by_source_total{source="external_kv_transfer"}` (vLLM 0.32
+`v1/metrics/loggers.py`; both NIXL and LMCache report loaded tokens through it).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from typing import Final
 
 WAITING: Final = "vllm:num_requests_waiting"
 RUNNING: Final = "vllm:num_requests_running"
+PROMPT_TOKENS_BY_SOURCE: Final = "vllm:prompt_tokens_by_source_total"
+EXTERNAL_KV_LABEL: Final = 'source="external_kv_transfer"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +63,17 @@ def parse_engine_load(text: str) -> EngineLoad:
         if value is not None:
             totals[name] = totals.get(name, 0.0) + value
     return EngineLoad(waiting=totals.get(WAITING), running=totals.get(RUNNING))
+
+
+def parse_external_kv_tokens(text: str) -> float | None:
+    """Prompt tokens loaded from a KV transfer, summed over engines; None when not exported."""
+    total: float | None = None
+    for line in text.splitlines():
+        if not line.startswith(PROMPT_TOKENS_BY_SOURCE) or EXTERNAL_KV_LABEL not in line:
+            continue
+        if _series_name(line) != PROMPT_TOKENS_BY_SOURCE:
+            continue
+        value = _sample_value(line)
+        if value is not None:
+            total = (total or 0.0) + value
+    return total

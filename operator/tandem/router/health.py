@@ -7,6 +7,12 @@ probed at once, so a new pod takes traffic within milliseconds of being reported
 also mark an engine unhealthy when a connection to it is refused (passive check), and the next
 good probe (at most a second later) restores it.
 
+Busy is not dead: a probe that times out does not count against an engine that answered a
+request within the last `alive_window` seconds
+(`FAILURES_TO_EJECT` probe periods): an engine whose event loop is busy with long prefills can
+miss its /health deadline while it serves perfectly well. Only a refused connection or a 503
+(EngineDeadError) ejects such an engine at once.
+
 With `--metrics-refresh-seconds S > 0`, the engines' waiting/running gauges are scraped every S
 seconds and blended into the least-loaded score (see `pick.request_load`).
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable, Mapping
 
 import aiohttp
@@ -33,6 +40,8 @@ UNHEALTHY_RECHECK_SECONDS = 1.0
 # machine); only this many failures in a row take a serving engine out of rotation. A refused
 # connection or a 503 (EngineDeadError) is definitive and counts at once.
 FAILURES_TO_EJECT = 3
+#: The shortest probe deadline (the deadline is the interval, capped at 5 s).
+PROBE_TIMEOUT_FLOOR = 2.0
 
 
 class HealthProber:
@@ -44,12 +53,17 @@ class HealthProber:
         pools: Mapping[Role, EndpointPool],
         interval: float,
         metrics_refresh: float = 0.0,
+        *,
+        probe_timeout: float | None = None,
     ) -> None:
         self._session = session
         self._pools = pools
         self._interval = interval
         self._metrics_refresh = metrics_refresh
-        self._timeout = max(2.0, min(interval, 5.0))
+        floor = PROBE_TIMEOUT_FLOOR
+        self._timeout = probe_timeout or max(floor, min(interval, 5.0))
+        #: An engine that answered a request this recently is alive, whatever /health says.
+        self.alive_window = FAILURES_TO_EJECT * (interval + self._timeout)
         self._failures: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._probing: set[asyncio.Task[None]] = set()
@@ -83,17 +97,21 @@ class HealthProber:
         await asyncio.gather(*(self._probe(ep) for ep in eps))
 
     async def _probe(self, ep: Endpoint) -> None:
-        definitive = False
+        definitive = slow = False
         try:
             status = await get_status(self._session, ep.url + "/health", self._timeout)
             healthy, definitive = status == 200, status == 503
         except (aiohttp.ClientConnectorError, ConnectionRefusedError):
             healthy, definitive = False, True
-        except (aiohttp.ClientError, OSError, TimeoutError):
+        except TimeoutError:  # aiohttp's ServerTimeoutError included
+            healthy, slow = False, True
+        except (aiohttp.ClientError, OSError):
             healthy = False
         if healthy:
             self._failures.pop(ep.url, None)
         elif ep.state is HealthState.HEALTHY and not definitive:
+            if slow and time.monotonic() - ep.last_ok < self.alive_window:
+                return  # busy, not dead: it is answering requests
             self._failures[ep.url] = self._failures.get(ep.url, 0) + 1
             if self._failures[ep.url] < FAILURES_TO_EJECT:
                 return

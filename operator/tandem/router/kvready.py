@@ -181,18 +181,27 @@ class KvReadyHub:
         if self._push_ctx is not None:
             self._push_ctx.term()
 
-    @contextlib.contextmanager
-    def expect(self, req_id: str, count: int) -> Iterator[KvWaiter]:
+    def register(self, req_id: str, count: int) -> KvWaiter:
         """Register interest in `count` notifications for `req_id` (before sending the prefill,
-        since notifications may beat the prefill's HTTP answer)."""
+        since notifications may beat the prefill's HTTP answer); `forget` it when done."""
         waiter = KvWaiter(expected=count)
         if count <= 0:
             waiter.event.set()
         self._waiters[req_id] = waiter
+        return waiter
+
+    def forget(self, req_id: str) -> None:
+        """Stop counting notifications for `req_id` (later ones count as unknown)."""
+        self._waiters.pop(req_id, None)
+
+    @contextlib.contextmanager
+    def expect(self, req_id: str, count: int) -> Iterator[KvWaiter]:
+        """`register` for the duration of a block."""
+        waiter = self.register(req_id, count)
         try:
             yield waiter
         finally:
-            self._waiters.pop(req_id, None)
+            self.forget(req_id)
 
     async def _receive_loop(self) -> None:
         assert self._pull is not None

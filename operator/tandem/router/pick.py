@@ -33,9 +33,6 @@ DEFAULT_PREFIX_SLACK: Final = 4
 #: Scores closer than this count as a tie.
 _TIE_EPSILON: Final = 1e-9
 
-#: The `--policy` values: the API's own enum, so spec and flag cannot drift apart.
-PolicyName = RouterPolicy
-
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
@@ -66,6 +63,8 @@ class PickRequest:
     prompt_tokens: int = 0
     prefix_hash: str | None = None
     sequence: int = 0
+    #: Only these keys may be picked (a hand-off's verified pairs); None: any.
+    allowed: frozenset[str] | None = None
 
 
 Filter = Callable[[Sequence[Candidate], PickRequest], list[Candidate]]
@@ -101,6 +100,13 @@ def request_load(candidate: Candidate) -> float:
 
 
 # --- filters ----------------------------------------------------------------------------------
+
+
+def allowed_filter(candidates: Sequence[Candidate], request: PickRequest) -> list[Candidate]:
+    """Keep only the keys the request allows (e.g. decoders with a verified pair)."""
+    if request.allowed is None:
+        return list(candidates)
+    return [c for c in candidates if c.key in request.allowed]
 
 
 def healthy_filter(candidates: Sequence[Candidate], _: PickRequest) -> list[Candidate]:
@@ -200,13 +206,13 @@ def round_robin_picker(
 
 # --- policies ---------------------------------------------------------------------------------
 
-_BASE_FILTERS: Final[tuple[Filter, ...]] = (healthy_filter, capacity_filter)
+_BASE_FILTERS: Final[tuple[Filter, ...]] = (allowed_filter, healthy_filter, capacity_filter)
 
 
 def least_loaded_policy() -> Policy:
     """Least outstanding work: request count first, in-flight prompt tokens second."""
     return Policy(
-        name=PolicyName.LEAST_LOADED.value,
+        name=RouterPolicy.LEAST_LOADED.value,
         filters=_BASE_FILTERS,
         scorers=((load_scorer, 1.0), (token_scorer, 0.5)),
         picker=max_score_picker,
@@ -216,7 +222,7 @@ def least_loaded_policy() -> Policy:
 def round_robin_policy() -> Policy:
     """Plain rotation over healthy endpoints with spare capacity."""
     return Policy(
-        name=PolicyName.ROUND_ROBIN.value,
+        name=RouterPolicy.ROUND_ROBIN.value,
         filters=_BASE_FILTERS,
         scorers=(),
         picker=round_robin_picker,
@@ -226,21 +232,21 @@ def round_robin_policy() -> Policy:
 def prefix_aware_policy(slack: int = DEFAULT_PREFIX_SLACK) -> Policy:
     """Prefix affinity (weight 4 beats the 1.5 maximum of the load scorers) over least-loaded."""
     return Policy(
-        name=PolicyName.PREFIX_AWARE.value,
+        name=RouterPolicy.PREFIX_AWARE.value,
         filters=_BASE_FILTERS,
         scorers=((make_prefix_scorer(slack), 4.0), (load_scorer, 1.0), (token_scorer, 0.5)),
         picker=max_score_picker,
     )
 
 
-def make_policy(name: PolicyName | str, *, prefix_slack: int = DEFAULT_PREFIX_SLACK) -> Policy:
+def make_policy(name: RouterPolicy | str, *, prefix_slack: int = DEFAULT_PREFIX_SLACK) -> Policy:
     """The policy for a `--policy` value."""
-    match PolicyName(name):
-        case PolicyName.LEAST_LOADED:
+    match RouterPolicy(name):
+        case RouterPolicy.LEAST_LOADED:
             return least_loaded_policy()
-        case PolicyName.ROUND_ROBIN:
+        case RouterPolicy.ROUND_ROBIN:
             return round_robin_policy()
-        case PolicyName.PREFIX_AWARE:
+        case RouterPolicy.PREFIX_AWARE:
             return prefix_aware_policy(prefix_slack)
 
 

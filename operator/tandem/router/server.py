@@ -33,6 +33,7 @@ from tandem.router.errors import (
     UpstreamClientError,
 )
 from tandem.router.jsonbody import parse_object
+from tandem.router.pairs import PairBook
 from tandem.router.reply import Reply
 from tandem.router.request import CHAT_PATH, COMPLETIONS_PATH, ClientRequest, request_prefix_hash
 
@@ -45,15 +46,34 @@ log = logging.getLogger(__name__)
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def health_report(pools: Mapping[Role, EndpointPool]) -> tuple[bool, dict[str, Any]]:
-    """(ready, body): ready needs at least one healthy prefill and one healthy decode engine."""
+def health_report(
+    pools: Mapping[Role, EndpointPool], pairs: PairBook | None = None, *, fallback: bool = False
+) -> tuple[bool, dict[str, Any]]:
+    """(ready, body): ready needs at least one healthy prefill and one healthy decode engine,
+    and, with canaries and `--require-verified-pairs`, a verified pair of healthy engines:
+    until a canary passed, every request would be answered 503 anyway.
+
+    The pair condition is waived with `--on-prefill-failure decode-only` (`fallback`): such a
+    router serves every request anyway, decode-only and counted, and taking it out of its
+    Service would turn a degraded data plane into an outage. Without canaries, or with
+    `--require-verified-pairs false`, there is nothing to wait for. The body lists the pairs
+    per state either way.
+    """
     counts = {role.value: pool.healthy_count for role, pool in pools.items()}
     missing = [role for role, n in counts.items() if n == 0]
     body: dict[str, Any] = {"healthy_endpoints": counts}
+    if pairs is not None:
+        body["pairs"] = {state.value: n for state, n in pairs.state_counts().items()}
     if missing:
         body["status"] = "unavailable"
         body["reason"] = "no healthy " + " and no healthy ".join(missing) + " endpoint"
         return False, body
+    if pairs is not None and not fallback and pairs.gates_readiness():
+        prefills, decodes = pools[Role.PREFILL].healthy_urls(), pools[Role.DECODE].healthy_urls()
+        if not pairs.decoders_with_pair(prefills, decodes, time.monotonic()):
+            body["status"] = "unavailable"
+            body["reason"] = "no pair of healthy engines has passed its canary hand-off"
+            return False, body
     body["status"] = "ok"
     return True, body
 
@@ -77,7 +97,11 @@ class RouterServer:
         dispatcher: Dispatcher,
         request_timeout: float,
         prefix_affinity: bool,
+        pairs: PairBook | None = None,
+        fallback: bool = False,
     ) -> None:
+        self._pairs = pairs
+        self._fallback = fallback
         self._model = model
         self._pools = pools
         self._metrics = metrics
@@ -115,8 +139,9 @@ class RouterServer:
         )
 
     async def health(self, _: web.Request) -> web.Response:
-        """200 only when both roles have a healthy engine; else 503 with the reason."""
-        ready, body = health_report(self._pools)
+        """200 only when both roles have a healthy engine (and a pair is verified, see
+        `health_report`); else 503 with the reason."""
+        ready, body = health_report(self._pools, self._pairs, fallback=self._fallback)
         return web.json_response(body, status=200 if ready else 503)
 
     async def metrics(self, _: web.Request) -> web.Response:

@@ -11,17 +11,33 @@ here, so the protocol code only deals with:
 
 A response whose body was not read to the end is closed, not returned to the pool: that closes
 the TCP connection, which is how vLLM learns that a request was abandoned and aborts it.
+
+Stale keep-alive connections: uvicorn (vLLM's server) closes an idle connection after 5 s; a
+request sent on a pooled connection just as the engine closes it fails with a reset or
+`ServerDisconnectedError` before a byte of the answer came back, and the engine never saw the
+request. The router's pool keeps idle connections for `POOL_KEEPALIVE_SECONDS` (4 s, below
+uvicorn's 5 s), and a POST that fails that way *on a reused connection* (seen through the
+session's `reuse_tracer()`) is sent once more: the dead connection is gone from the pool, so
+the retry takes another pooled connection or opens a fresh one. A failure on a fresh
+connection, or once any response byte arrived, is never retried (the engine may have started
+the request).
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
+from typing import Any, Final
 
 import aiohttp
 
 from tandem.router.errors import UpstreamClientError
 from tandem.router.jsonbody import JsonBody, parse_object
+
+log = logging.getLogger(__name__)
 
 
 class UpstreamServerError(Exception):
@@ -41,6 +57,52 @@ class UpstreamUnreachable(Exception):
         self.url = url
         self.detail = detail
         self.connect = connect
+
+
+#: Idle pooled connections are dropped after this long (uvicorn closes them after 5 s).
+POOL_KEEPALIVE_SECONDS: Final = 4.0
+_RESET_ERRNOS: Final = frozenset({errno.ECONNRESET, errno.EPIPE})
+
+
+async def _on_reuse(_session: aiohttp.ClientSession, trace: SimpleNamespace, _: Any) -> None:
+    request_ctx = trace.trace_request_ctx
+    if isinstance(request_ctx, dict):
+        request_ctx["reused"] = True
+
+
+def reuse_tracer() -> aiohttp.TraceConfig:
+    """A trace config that tells `open_post` whether a request went out on a pooled
+    connection (give it to the router's ClientSession)."""
+    config = aiohttp.TraceConfig()
+    config.on_connection_reuseconn.append(_on_reuse)
+    return config
+
+
+def _stale_connection(exc: BaseException) -> bool:
+    """The connection died before an answer began: reset, broken pipe or disconnected."""
+    if isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError):
+        return True
+    return isinstance(exc, aiohttp.ClientOSError) and exc.errno in _RESET_ERRNOS
+
+
+async def _send(
+    session: aiohttp.ClientSession, url: str, payload: bytes, headers: Mapping[str, str]
+) -> aiohttp.ClientResponse:
+    """POST, retrying once when a reused keep-alive connection turned out to be dead."""
+    for attempt in (1, 2):
+        probe: dict[str, bool] = {"reused": False}
+        try:
+            return await session.post(
+                url, data=payload, headers=dict(headers), trace_request_ctx=probe
+            )
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamUnreachable(url, str(exc), connect=True) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            if attempt == 1 and probe["reused"] and _stale_connection(exc):
+                log.debug("Retrying on another connection", extra={"url": url, "error": repr(exc)})
+                continue
+            raise UpstreamUnreachable(url, repr(exc), connect=False) from exc
+    raise AssertionError("unreachable")
 
 
 def engine_headers(request_id: str, incoming: Mapping[str, str]) -> dict[str, str]:
@@ -70,12 +132,7 @@ async def open_post(
     session: aiohttp.ClientSession, url: str, payload: bytes, headers: Mapping[str, str]
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """POST and yield the (2xx) response for the caller to read, streaming or not."""
-    try:
-        resp = await session.post(url, data=payload, headers=dict(headers))
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamUnreachable(url, str(exc), connect=True) from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamUnreachable(url, repr(exc), connect=False) from exc
+    resp = await _send(session, url, payload, headers)
     completed = False
     try:
         try:

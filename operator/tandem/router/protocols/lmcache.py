@@ -2,12 +2,14 @@
 
 1. `POST /tokenize` (prompt, or messages for chat) on a decode engine: the prompt becomes token
    ids, and the exact count replaces the character estimate for `--min-prompt-tokens`.
-2. Pick the decoder *first*: the prefiller pushes the KV straight into that decoder's buffer, so
+2. Pick the decoder *first* (a decoder with a usable pair, `pairs.py`), then a prefiller whose
+   pair with it is usable: the prefiller pushes the KV straight into that decoder's buffer, so
    its host and per-TP-rank init/alloc ports go into `disagg_spec`.
 3. `POST /v1/completions` to the prefiller with the token ids, `max_tokens: 1`, `stream: false`
    and `kv_transfer_params: {ret_first_tok: true, disagg_spec: {...}}`; it answers with
    `kv_transfer_params.first_tok`.
-4. Wait (bounded by `--kv-ready-timeout`) for one ZMQ ProxyNotif per TP rank (`kvready.py`).
+4. Wait (bounded by `--kv-ready-timeout`) for the ZMQ ProxyNotifs (`kvready.py`): one per
+   *sender* rank, `--kv-ready-notifications` (the prefill world size, TP x PP).
 5. `POST /v1/completions` to the decoder with `prompt = token ids + [first_tok]`,
    `max_tokens - 1` and no `kv_transfer_params`; the client first gets the first token, then the
    decoder's output. Chat clients get everything reshaped into chat format (`chatshape.py`).
@@ -16,6 +18,11 @@ The first token's text is taken from the prefill answer (`choices[0].text`), whi
 detokenized in the context of the prompt; `/detokenize` on the prefiller is the fallback when the
 answer has no text. A stand-alone detokenization of one token can drop a leading space with
 SentencePiece tokenizers, so the in-context text is preferred.
+
+Requests whose meaning a split first token would change (structured output, tools, logprobs,
+echo) and requests that would never use the pushed KV (`max_tokens` <= 1, `n` > 1) are sent
+decode-only before any prefill (`split.py`). A hand-off given up after the prefill pushed is
+counted and drained in the background (`drain.py`).
 """
 
 from __future__ import annotations
@@ -23,133 +30,55 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 
 from tandem.api.vocabulary import Role
 from tandem.router import sse
-from tandem.router.endpoints import Endpoint
+from tandem.router.endpoints import Endpoint, Lease
 from tandem.router.errors import DecodeFailed, PrefillFailure
-from tandem.router.jsonbody import Edit
 from tandem.router.kvready import KvReadyHub
-from tandem.router.protocols.base import RouterContext
+from tandem.router.protocols.base import CANARY_PAIR, RouterContext, pair_outcome
+from tandem.router.protocols.drain import DRAIN_CONCURRENCY, KvPush
+from tandem.router.protocols.lmcache_legs import (
+    CHAT_ONLY_KEYS,
+    DETOKENIZE_PATH,
+    TOKENIZE_CHAT_KEYS,
+    TOKENIZE_PATH,
+    decode_edit,
+    disagg_spec,
+    drain_payload,
+    prefill_edit,
+    requested_max_tokens,
+    tokenize_edit,
+    tokens_json,
+)
 from tandem.router.protocols.prefill import call_prefill
 from tandem.router.protocols.relay import open_decode, upstream_chunks
 from tandem.router.protocols.stitch import FirstToken, Stitcher, parse_first_token
 from tandem.router.reply import Reply
 from tandem.router.request import (
     COMPLETIONS_PATH,
-    DEFAULT_COMPLETION_MAX_TOKENS,
     ClientRequest,
     estimate_prompt_tokens,
-    prompt_text,
     prompt_token_ids,
 )
+from tandem.router.split import any_protocol_reason, first_token_split_reason
 
-#: Chat-only request fields that `/v1/completions` does not understand (or reads differently:
-#: chat `logprobs` is a bool, completions `logprobs` an int). Dropped from both legs.
-CHAT_ONLY_KEYS: Final = frozenset(
-    {
-        "messages", "tools", "tool_choice", "parallel_tool_calls", "response_format",
-        "chat_template", "chat_template_kwargs", "add_generation_prompt",
-        "continue_final_message", "documents", "logprobs", "top_logprobs", "reasoning_effort",
-        "functions", "function_call", "max_completion_tokens", "mm_processor_kwargs",
-    }
-)  # fmt: skip
-#: Fields the legs set themselves (the client's copies are dropped). `min_tokens` would fail
-#: validation against the prefill's `max_tokens: 1`; the decode leg sets it one lower.
-_LEG_KEYS: Final = frozenset(
-    {"prompt", "kv_transfer_params", "stream", "stream_options", "min_tokens"}
-)
-#: Chat fields `/tokenize` uses to render the prompt exactly as `/v1/chat/completions` would.
-TOKENIZE_CHAT_KEYS: Final = (
-    "messages", "add_generation_prompt", "continue_final_message", "chat_template",
-    "chat_template_kwargs", "tools", "add_special_tokens", "mm_processor_kwargs",
-)  # fmt: skip
-TOKENIZE_PATH: Final = "/tokenize"
-DETOKENIZE_PATH: Final = "/detokenize"
-
-
-# --- pure request builders ----------------------------------------------------------------
-
-
-def tokenize_edit(body: dict[str, Any], *, is_chat: bool) -> Edit:
-    """The `/tokenize` request: the client body reduced to the fields `/tokenize` reads."""
-    keep = {"model", *TOKENIZE_CHAT_KEYS} if is_chat else {"model", "prompt", "add_special_tokens"}
-    changes: dict[str, Any] = {}
-    if not is_chat:
-        changes["add_special_tokens"] = body.get("add_special_tokens", True)
-        if not isinstance(body.get("prompt"), str):  # ["one prompt"] → "one prompt"
-            changes["prompt"] = prompt_text(body, is_chat=False)
-    return Edit(drop=frozenset(body.keys() - keep), set_=changes)
-
-
-def tokens_json(tokens: list[int], extra: int | None = None) -> str:
-    """A token-id list as JSON text, optionally with one more token (encoded once per request)."""
-    text = json.dumps(tokens, separators=(",", ":"))
-    if extra is None:
-        return text
-    return f"[{extra}]" if not tokens else text[:-1] + f",{extra}]"
-
-
-def requested_max_tokens(body: dict[str, Any], *, is_chat: bool) -> int | None:
-    """Tokens the client wants; None = until the end of the context (chat without a limit)."""
-    if is_chat:
-        value = body.get("max_completion_tokens", body.get("max_tokens"))
-        return value if isinstance(value, int) else None
-    value = body.get("max_tokens")
-    return value if isinstance(value, int) else DEFAULT_COMPLETION_MAX_TOKENS
-
-
-def disagg_spec(
-    req_id: str, receiver_host: str, init_ports: tuple[int, ...], alloc_ports: tuple[int, ...]
-) -> dict[str, Any]:
-    """Where the prefiller should push the KV: the chosen decoder's host and per-rank ports."""
-    return {
-        "req_id": req_id,
-        "receiver_host": receiver_host,
-        "receiver_init_port": list(init_ports),
-        "receiver_alloc_port": list(alloc_ports),
-    }
-
-
-def _dropped(is_chat: bool) -> frozenset[str]:
-    return _LEG_KEYS | {"max_tokens"} | (CHAT_ONLY_KEYS if is_chat else frozenset())
-
-
-def prefill_edit(prompt_json: str, spec: dict[str, Any], *, is_chat: bool) -> Edit:
-    """The prefill leg: token ids, one token, no streaming, and the hand-off request."""
-    return Edit(
-        drop=_dropped(is_chat),
-        set_={
-            "max_tokens": 1,
-            "stream": False,
-            "kv_transfer_params": {"ret_first_tok": True, "disagg_spec": spec},
-        },
-        raw={"prompt": prompt_json},
-    )
-
-
-def decode_edit(
-    body: dict[str, Any], prompt_json: str, remaining: int | None, *, is_chat: bool
-) -> Edit:
-    """The decode leg: prompt plus first token, one token fewer, no `kv_transfer_params`."""
-    stream = bool(body.get("stream"))
-    drop = _dropped(is_chat)
-    if stream and "stream_options" in body:
-        drop -= {"stream_options"}
-    changes: dict[str, Any] = {"stream": stream}
-    if remaining is not None:
-        changes["max_tokens"] = remaining
-    min_tokens = body.get("min_tokens")
-    if isinstance(min_tokens, int) and min_tokens > 1:  # the first token already counts
-        changes["min_tokens"] = min_tokens - 1
-    return Edit(drop=drop, set_=changes, raw={"prompt": prompt_json})
-
-
-# --- the protocol -------------------------------------------------------------------------
+__all__ = [
+    "CHAT_ONLY_KEYS",
+    "TOKENIZE_CHAT_KEYS",
+    "LmcacheHandoff",
+    "decode_edit",
+    "disagg_spec",
+    "drain_payload",
+    "prefill_edit",
+    "requested_max_tokens",
+    "tokenize_edit",
+    "tokens_json",
+]
 
 
 class LmcacheHandoff:
@@ -158,6 +87,12 @@ class LmcacheHandoff:
     def __init__(self, ctx: RouterContext, hub: KvReadyHub) -> None:
         self._ctx = ctx
         self._hub = hub
+        self._drains = asyncio.Semaphore(DRAIN_CONCURRENCY)
+
+    def decode_only_reason(self, creq: ClientRequest) -> str | None:
+        """The prefiller samples the first token: see `split.py`."""
+        body = creq.body
+        return any_protocol_reason(body, is_chat=creq.is_chat) or first_token_split_reason(body)
 
     async def measure(self, creq: ClientRequest) -> int | None:
         """Exact prompt tokens from `/tokenize` (kept for the legs), or None for batches."""
@@ -169,11 +104,19 @@ class LmcacheHandoff:
         creq.extras["token_ids"] = ids
         return len(ids)
 
+    def _tokenizer(self, creq: ClientRequest) -> tuple[Role, Endpoint | None]:
+        ctx = self._ctx
+        pinned = creq.extras.get(CANARY_PAIR)
+        if pinned is not None:  # a canary tokenizes on its own decoder
+            return Role.DECODE, ctx.pools[Role.DECODE].endpoints.get(pinned[1])
+        endpoint = ctx.pools[Role.DECODE].choose(ctx.decode_policy)
+        if endpoint is not None:
+            return Role.DECODE, endpoint
+        return Role.PREFILL, ctx.pools[Role.PREFILL].choose(ctx.prefill_policy)
+
     async def _tokenize(self, creq: ClientRequest) -> list[int]:
         ctx = self._ctx
-        role, endpoint = Role.DECODE, ctx.pools[Role.DECODE].choose(ctx.decode_policy)
-        if endpoint is None:
-            role, endpoint = Role.PREFILL, ctx.pools[Role.PREFILL].choose(ctx.prefill_policy)
+        role, endpoint = self._tokenizer(creq)
         if endpoint is None:
             raise PrefillFailure("no_endpoint", "no healthy engine to tokenize on")
         payload = tokenize_edit(creq.body, is_chat=creq.is_chat).payload(creq.parsed)
@@ -188,53 +131,83 @@ class LmcacheHandoff:
     async def disaggregated(self, creq: ClientRequest, reply: Reply, tokens: int) -> None:
         """Reserve a decoder, prefill into it, wait for the KV, decode after the first token."""
         ctx = self._ctx
-        token_ids: list[int] = creq.extras["token_ids"]
         started = time.monotonic()
-        async with await ctx.decode_lease(creq, tokens, direct=False) as lease:
-            first, answer = await self._prefill(creq, token_ids, lease.endpoint)
-            ctx.metrics.handoff_seconds.observe(time.monotonic() - started)
-            stitch = Stitcher(
-                completion_id=f"cmpl-{creq.request_id}",
-                model=str(answer.get("model") or creq.body.get("model") or ""),
-                created=int(answer.get("created") or time.time()),
-                first_text=first.text or "",
-                prompt_tokens=len(token_ids),
-                is_chat=creq.is_chat,
-            )
-            wanted = requested_max_tokens(creq.body, is_chat=creq.is_chat)
-            remaining = None if wanted is None else wanted - 1
-            if first.finish_reason == "stop" or (remaining is not None and remaining <= 0):
-                await self._answer_first_only(creq, reply, stitch, first.finish_reason)
-                return
-            prompt_json = tokens_json(token_ids, first.token)
-            edit = decode_edit(creq.body, prompt_json, remaining, is_chat=creq.is_chat)
-            await self._decode(creq, reply, lease.endpoint, edit.payload(creq.parsed), stitch)
+        async with await ctx.handoff_decode_lease(creq, tokens) as decode:
+            prefill = await ctx.handoff_prefill_lease(creq, tokens, decode.endpoint.url)
+            with pair_outcome(ctx, creq, (prefill.endpoint.url, decode.endpoint.url)):
+                push = KvPush(
+                    ctx,
+                    self._hub,
+                    decode.endpoint,
+                    creq.extras["token_ids"],
+                    creq.body.get("model"),
+                    self._drains,
+                )
+                error: BaseException | None = None
+                try:
+                    await self._handoff(creq, reply, prefill, push, started)
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    push.finish(error)
+
+    async def _handoff(
+        self, creq: ClientRequest, reply: Reply, prefill: Lease, push: KvPush, started: float
+    ) -> None:
+        first, answer = await self._prefill(creq, prefill, push)
+        stitch = Stitcher(
+            completion_id=f"cmpl-{creq.request_id}",
+            model=str(answer.get("model") or creq.body.get("model") or ""),
+            created=int(answer.get("created") or time.time()),
+            first_text=first.text or "",
+            prompt_tokens=len(push.token_ids),
+            is_chat=creq.is_chat,
+        )
+        wanted = requested_max_tokens(creq.body, is_chat=creq.is_chat)
+        remaining = None if wanted is None else wanted - 1
+        if first.finish_reason == "stop" or (remaining is not None and remaining <= 0):
+            await self._answer_first_only(creq, reply, stitch, first.finish_reason)
+            return
+        prompt_json = tokens_json(push.token_ids, first.token)
+        payload = decode_edit(creq.body, prompt_json, remaining, is_chat=creq.is_chat).payload(
+            creq.parsed
+        )
+        timer = self._ctx.first_decode_byte(creq, started)
+
+        def consumed() -> None:
+            push.consumed = True
+            timer()
+
+        await self._decode(creq, reply, push.decoder, payload, stitch, consumed)
 
     async def _prefill(
-        self, creq: ClientRequest, token_ids: list[int], decoder: Endpoint
+        self, creq: ClientRequest, prefill: Lease, push: KvPush
     ) -> tuple[FirstToken, dict[str, Any]]:
-        ctx, cfg, hub = self._ctx, self._ctx.config, self._hub
-        req_id = hub.new_req_id(uuid.uuid4().hex)
-        spec = disagg_spec(req_id, decoder.host, cfg.decoder_init_ports, cfg.decoder_alloc_ports)
-        edit = prefill_edit(tokens_json(token_ids), spec, is_chat=creq.is_chat)
+        ctx, cfg = self._ctx, self._ctx.config
+        ports = (cfg.decoder_init_ports, cfg.decoder_alloc_ports)
+        spec = disagg_spec(push.req_id, push.decoder.host, *ports)
+        edit = prefill_edit(tokens_json(push.token_ids), spec, is_chat=creq.is_chat)
         payload = edit.payload(creq.parsed)
-        with hub.expect(req_id, len(cfg.decoder_init_ports)) as waiter:
-            async with await ctx.prefill_lease(creq, len(token_ids)) as lease:
-                url = lease.endpoint.url
-                answer = (await call_prefill(ctx, creq, url, COMPLETIONS_PATH, payload)).values
-            try:
-                first = parse_first_token(answer)
-            except ValueError as exc:
-                raise PrefillFailure("no_first_token", f"{url}: {exc}") from exc
-            try:
-                async with asyncio.timeout(cfg.kv_ready_timeout):
-                    await waiter.wait()
-            except TimeoutError as exc:
-                raise PrefillFailure(
-                    "kv_ready_timeout",
-                    f"{waiter.received} of {waiter.expected} KV-ready notifications for "
-                    f"{req_id} within {cfg.kv_ready_timeout:g}s",
-                ) from exc
+        async with prefill:
+            url = prefill.endpoint.url
+            answer = (await call_prefill(ctx, creq, url, COMPLETIONS_PATH, payload)).values
+        push.answered = True
+        try:
+            first = parse_first_token(answer)
+        except ValueError as exc:
+            raise PrefillFailure("no_first_token", f"{url}: {exc}") from exc
+        push.first_token = first.token
+        waiter = push.waiter
+        try:
+            async with asyncio.timeout(cfg.kv_ready_timeout):
+                await waiter.wait()
+        except TimeoutError as exc:
+            raise PrefillFailure(
+                "kv_ready_timeout",
+                f"{waiter.received} of {waiter.expected} KV-ready notifications for "
+                f"{push.req_id} within {cfg.kv_ready_timeout:g}s",
+            ) from exc
         if first.text is None:
             detok = await call_prefill(
                 ctx,
@@ -262,7 +235,13 @@ class LmcacheHandoff:
         await reply.end_stream()
 
     async def _decode(
-        self, creq: ClientRequest, reply: Reply, decoder: Endpoint, payload: bytes, stitch: Stitcher
+        self,
+        creq: ClientRequest,
+        reply: Reply,
+        decoder: Endpoint,
+        payload: bytes,
+        stitch: Stitcher,
+        on_first: Callable[[], None],
     ) -> None:
         async with open_decode(self._ctx, creq, decoder, COMPLETIONS_PATH, payload) as resp:
             if not creq.stream:
@@ -270,14 +249,18 @@ class LmcacheHandoff:
                     answer = json.loads(await resp.read())
                 except (aiohttp.ClientError, OSError, ValueError) as exc:
                     raise DecodeFailed(f"decode engine gave no usable answer: {exc!r}") from exc
+                on_first()
                 if not isinstance(answer, dict):
                     raise DecodeFailed("decode engine answer is not a JSON object")
                 reply.json(200, stitch.whole(answer))
                 return
             await reply.start_stream()
             await reply.write(stitch.head_event())
-            parser, done = sse.SseParser(), False
+            parser, done, first = sse.SseParser(), False, True
             async for chunk in upstream_chunks(resp):
+                if first:
+                    on_first()
+                    first = False
                 for event in parser.feed(chunk):
                     if event == sse.DONE:
                         done = True

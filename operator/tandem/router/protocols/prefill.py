@@ -40,9 +40,11 @@ async def call_prefill(
     timeout = ctx.config.effective_prefill_timeout
     try:
         async with asyncio.timeout(timeout):
-            return await post_json(
+            answer = await post_json(
                 ctx.session, url + path, payload, engine_headers(creq.request_id, creq.headers)
             )
+        ctx.alive(role, url)
+        return answer
     except UpstreamUnreachable as exc:
         if exc.connect:
             ctx.pools[role].set_health(url, False)

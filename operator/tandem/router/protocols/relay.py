@@ -8,7 +8,7 @@ single-digit milliseconds. The LMCache decode leg needs to rewrite events and bu
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import aiohttp
@@ -33,7 +33,8 @@ async def open_decode(
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """POST to a decoder; failures become the client-facing decode errors.
 
-    A refused connection also marks the decoder unhealthy until its next good probe.
+    A refused connection also marks the decoder unhealthy until its next good probe; an
+    answer read to its end marks it alive (`EndpointPool.mark_alive`).
     """
     try:
         async with open_post(
@@ -43,6 +44,7 @@ async def open_decode(
             engine_headers(creq.request_id, creq.headers),
         ) as resp:
             yield resp
+            ctx.alive(Role.DECODE, endpoint.url)
     except UpstreamUnreachable as exc:
         if exc.connect:
             ctx.pools[Role.DECODE].set_health(endpoint.url, False)
@@ -53,19 +55,31 @@ async def open_decode(
 
 
 async def relay_decode(
-    ctx: RouterContext, creq: ClientRequest, endpoint: Endpoint, payload: bytes, reply: Reply
+    ctx: RouterContext,
+    creq: ClientRequest,
+    endpoint: Endpoint,
+    payload: bytes,
+    reply: Reply,
+    *,
+    on_first: Callable[[], None] | None = None,
 ) -> None:
-    """Send `payload` to the decoder on the client's path and pass its answer through."""
+    """Send `payload` to the decoder on the client's path and pass its answer through;
+    `on_first` is called when the first byte of the answer's body arrives."""
     async with open_decode(ctx, creq, endpoint, creq.path, payload) as resp:
         if not creq.stream:
             try:
                 body = await resp.read()
             except (aiohttp.ClientError, OSError) as exc:
                 raise DecodeFailed(f"decode engine broke off its answer: {exc!r}") from exc
+            if on_first is not None:
+                on_first()
             reply.body(resp.status, body, resp.headers.get("Content-Type", "application/json"))
             return
         await reply.start_stream(resp.headers.get("Content-Type", "text/event-stream"))
         async for chunk in upstream_chunks(resp):
+            if on_first is not None:
+                on_first()
+                on_first = None
             await reply.write(chunk)
     await reply.end_stream()
 

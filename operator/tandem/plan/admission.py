@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tandem.api.conditions import Reason
+from tandem.api.conditions import ConditionReason as Reason
+from tandem.api.owned import owned_env_conflicts, owned_flag_conflicts
 from tandem.api.v1alpha1 import InferenceServiceSpec
 from tandem.api.vocabulary import ROLES
-from tandem.render.engine import owned_env_conflicts, owned_flag_conflicts
-from tandem.render.quantity import to_bytes
+from tandem.plan.headroom import gpu_memory_bytes, headroom_problem
+from tandem.plan.model import ServicePlan
+from tandem.plan.quantity import to_bytes
 
 
 @dataclass(frozen=True)
@@ -70,4 +72,16 @@ def check_spec(spec: InferenceServiceSpec, nodes: list[dict[str, Any]] | None) -
                 f"spec.{role}: a replica needs {gpus} {resource} on one node, but the largest "
                 f"node{where} offers {best}",
             )
+    return None
+
+
+def check_plan(plan: ServicePlan, nodes: list[dict[str, Any]] | None) -> Rejection | None:
+    """What only the plan and the nodes can tell: a connector buffer that no GPU can hold."""
+    if nodes is None:
+        return None
+    for pool in plan.pools.values():
+        gpu_bytes = gpu_memory_bytes(nodes, pool.node_selector)
+        problem = None if gpu_bytes is None else headroom_problem(pool, gpu_bytes)
+        if problem is not None:
+            return Rejection(Reason.KV_BUFFER_EXCEEDS_HEADROOM, problem)
     return None

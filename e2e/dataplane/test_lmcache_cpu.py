@@ -1,0 +1,260 @@
+"""Real data plane, LMCache connector: LMCache's own PD sender/receiver on vLLM CPU engines.
+
+For an ``lmcache`` InferenceService (PD buffers on the CPU) the builders produce the prefill and
+decode pods and the LMCache ConfigMap; this test runs those engines on the CPU with the same
+adaptations as the NIXL test (:func:`test_dataplane.cpu_adapt`) plus the few LMCache needs (see
+:func:`lmcache_adapt`), starts ``tandem router --connector lmcache`` with the builder's router
+arguments (static URLs instead of Kubernetes discovery), and checks that a completion through
+the router is a real hand-off: the prefill engine's LMCache sender pushes the prompt's KV over
+NIXL (UCX over loopback) into the decode engine's receive buffer, sends its ZMQ "KV ready"
+notification to the router, the decoder loads the prompt from LMCache
+(``vllm:prompt_tokens_by_source_total{source="external_kv_transfer"}``), and the greedy output
+equals what the decode engine computes alone.
+
+LMCache 0.5.6 has no CPU GPU-connector: the engines get ``lmcache_cpu_shim/`` on their
+``PYTHONPATH``, a test-only ``sitecustomize`` that supplies the paged-cache <-> buffer copy for
+vLLM's CPU KV layout (its docstring lists exactly what it changes). Everything else is
+LMCache's and vLLM's installed code.
+
+The plain reference is the decode engine itself, asked *before* the hand-off of the same prompt
+(its external-KV counter must not move then): an LMCache PD sender cannot serve a request that
+has no ``disagg_spec``: ``pd_backend_async.py:1068`` raises ``AttributeError: 'NoneType' object
+has no attribute 'receiver_init_port'`` and the prefill EngineCore dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from test_dataplane import (  # the NIXL tier's fixtures and helpers (e2e/dataplane on sys.path)
+    HOST,
+    MAX_TOKENS,
+    PROMPT,
+    PROMPTS,
+    SPEC,
+    Proc,
+    completion,
+    container,
+    cpu_adapt,
+    external_tokens,
+    free_port,
+    metrics,
+    model_dir,
+    post,
+    vpy,
+    wait_healthy,
+)
+
+from tandem.api.v1alpha1 import InferenceServiceSpec
+from tandem.api.vocabulary import Role
+from tandem.plan.kv.lmcache import config_key
+from tandem.render import Owner, build_children
+from tandem.render.router import router_args
+
+pytestmark = pytest.mark.dataplane
+
+__all__ = ["model_dir", "vpy"]  # session fixtures, re-exported so pytest finds them here
+
+HERE = Path(__file__).resolve().parent
+SHIM = HERE / "lmcache_cpu_shim"
+OWNER = Owner("tiny", "dp", "uid")
+
+
+def lmcache_spec(ports: dict[str, int]) -> InferenceServiceSpec:
+    """The NIXL test's service with the ``lmcache`` connector, PD buffers in CPU memory (small:
+    the tiny model's 465-token prompt is 0.5 MB of KV) and free loopback ports."""
+    kv = {
+        "connector": "lmcache",
+        "lmcache": {
+            "bufferDevice": "cpu",
+            "prefillBufferSize": "64Mi",
+            "decodeBufferSize": "128Mi",
+            "initPort": ports["init"],
+            "allocPort": ports["alloc"],
+            "proxyPort": ports["kv_ready"],
+        },
+    }
+    return InferenceServiceSpec.model_validate({**SPEC, "kvTransfer": kv})
+
+
+def lmcache_adapt(
+    c: dict[str, Any],
+    role: Role,
+    config_text: str,
+    vpy: str,
+    model: Path,
+    port: int,
+    scratch: Path,
+) -> tuple[list[str], dict[str, str]]:
+    """The builder's LMCache container, runnable on this CPU: :func:`cpu_adapt`, and
+
+    - the ConfigMap key is written verbatim to a file (the pod mounts it at /etc/lmcache);
+    - ``LMCACHE_PD_PROXY_HOST=127.0.0.1``: the sender notifies the router Service's DNS name,
+      which does not resolve here (LMCache applies ``LMCACHE_<KEY>`` over the file);
+    - ``PYTHONPATH`` starts with the test-only CPU connector shim.
+
+    ``cpu_adapt`` also adds ``kv_buffer_device: cpu`` (vLLM's default on a CPU anyway) and the
+    NixlConnector's ``num_threads`` (ignored by LMCache) to ``--kv-transfer-config``; the
+    downward-API pod IP it substitutes is what ``LMCACHE_PD_PEER_HOST`` carries.
+    """
+    cmd, env = cpu_adapt(c, vpy, model, port, free_port(), scratch)
+    f = scratch / config_key(role)
+    f.write_text(config_text)
+    assert env["LMCACHE_CONFIG_FILE"] == f"/etc/lmcache/{config_key(role)}"
+    env["LMCACHE_CONFIG_FILE"] = str(f)
+    if role is Role.PREFILL:
+        env["LMCACHE_PD_PROXY_HOST"] = HOST
+    else:
+        assert env["LMCACHE_PD_PEER_HOST"] == HOST
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SHIM), env.get("PYTHONPATH")]))
+    env["LMCACHE_DISABLE_BANNER"] = "1"
+    return cmd, env
+
+
+@pytest.fixture(scope="module")
+def lmc(
+    vpy: str, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    scratch = tmp_path_factory.mktemp("lmcache")
+    ports = {k: free_port() for k in ("prefill", "decode", "router", "init", "alloc", "kv_ready")}
+    spec = lmcache_spec(ports)
+    children = build_children(spec, OWNER)
+    deps = {c["metadata"]["name"]: c for c in children if c["kind"] == "Deployment"}
+    (cm,) = (
+        c for c in children if c["kind"] == "ConfigMap" and c["metadata"]["name"] == "tiny-lmcache"
+    )
+    procs: list[Proc] = []
+    try:
+        for role in (Role.PREFILL, Role.DECODE):
+            cmd, env = lmcache_adapt(
+                container(deps[f"tiny-{role}"]),
+                role,
+                cm["data"][config_key(role)],
+                vpy,
+                model_dir,
+                ports[str(role)],
+                scratch,
+            )
+            procs.append(Proc(str(role), cmd, env, scratch / f"{role}.log"))
+        r_args = router_args(spec, OWNER)
+        for flag in ("--namespace", "--prefill-service", "--decode-service", "--engine-port"):
+            j = r_args.index(flag)
+            del r_args[j : j + 2]
+        r_args[r_args.index("--host") + 1] = HOST
+        r_args[r_args.index("--port") + 1] = str(ports["router"])
+        assert r_args[r_args.index("--advertise-host") + 1] == "$(POD_IP)"
+        r_args[r_args.index("--advertise-host") + 1] = HOST
+        assert r_args[r_args.index("--kv-ready-port") + 1] == str(ports["kv_ready"])
+        r_args += [
+            "--prefill",
+            f"http://{HOST}:{ports['prefill']}",
+            "--decode",
+            f"http://{HOST}:{ports['decode']}",
+            "--health-interval",
+            "2",
+        ]
+        procs.append(
+            Proc(
+                "router",
+                [sys.executable, "-m", "tandem", "router", *r_args],
+                dict(os.environ),
+                scratch / "router.log",
+            )
+        )
+        urls = {k: f"http://{HOST}:{ports[k]}" for k in ("prefill", "decode", "router")}
+
+        async def up() -> None:
+            await asyncio.gather(
+                *(wait_healthy(urls[k], procs, 420) for k in ("prefill", "decode"))
+            )
+            # The router is healthy once its canary hand-off verified the pair (a real push).
+            await wait_healthy(urls["router"], procs, 120)
+
+        started = time.monotonic()
+        asyncio.run(up())
+        print(f"\nLMCache engines and router healthy in {time.monotonic() - started:.0f}s")
+        yield urls
+    finally:
+        for p in reversed(procs):
+            p.stop()
+
+
+def router_metric(urls: dict[str, str], name: str, labels: str) -> float:
+    async def go() -> str:
+        async with aiohttp.ClientSession() as s, s.get(f"{urls['router']}/metrics") as r:
+            return await r.text()
+
+    for line in asyncio.run(go()).splitlines():
+        if line.startswith(f"{name}{{{labels}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def delivered(urls: dict[str, str]) -> float:
+    return router_metric(urls, "tandem_router_kv_ready_notifications_total", 'outcome="delivered"')
+
+
+def reference(urls: dict[str, str], body: dict[str, Any], path: str = "/v1/completions") -> Any:
+    """The decode engine alone (no hand-off), before any hand-off of this prompt: it must not
+    load anything from LMCache, so its external-KV counter stays put."""
+    before = external_tokens(metrics(urls["decode"]))
+    answer = post(f"{urls['decode']}{path}", body)
+    assert external_tokens(metrics(urls["decode"])) == before, "reference used transferred KV"
+    return answer
+
+
+def test_lmcache_handoff_moves_kv_and_matches_plain(lmc: dict[str, str]) -> None:
+    want = reference(lmc, completion(PROMPT))["choices"][0]["text"]
+    kv_before, ready_before = external_tokens(metrics(lmc["decode"])), delivered(lmc)
+    got = post(f"{lmc['router']}/v1/completions", completion(PROMPT))
+    kv_after, ready_after = external_tokens(metrics(lmc["decode"])), delivered(lmc)
+    assert got["choices"][0]["text"] == want
+    prompt_tokens = got["usage"]["prompt_tokens"]
+    assert kv_after - kv_before >= prompt_tokens * 0.9, (kv_before, kv_after, prompt_tokens)
+    assert ready_after - ready_before >= 1, (ready_before, ready_after)
+
+
+def test_lmcache_streaming_matches_plain(lmc: dict[str, str]) -> None:
+    prompt = PROMPTS[1]
+    want = reference(lmc, completion(prompt))["choices"][0]["text"]
+
+    async def stream() -> str:
+        text = ""
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(f"{lmc['router']}/v1/completions", json=completion(prompt, stream=True)) as r,
+        ):
+            assert r.status == 200, await r.text()
+            async for raw in r.content:
+                line = raw.decode().strip()
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                text += json.loads(line[6:])["choices"][0].get("text", "")
+        return text
+
+    before = external_tokens(metrics(lmc["decode"]))
+    assert asyncio.run(stream()) == want
+    assert external_tokens(metrics(lmc["decode"])) > before
+
+
+def test_lmcache_chat_completion_matches_plain(lmc: dict[str, str]) -> None:
+    body = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": PROMPTS[2]}],
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0,
+    }
+    want = reference(lmc, body, "/v1/chat/completions")["choices"][0]["message"]["content"]
+    before = external_tokens(metrics(lmc["decode"]))
+    got = post(f"{lmc['router']}/v1/chat/completions", body)
+    assert got["choices"][0]["message"]["content"] == want
+    assert external_tokens(metrics(lmc["decode"])) > before

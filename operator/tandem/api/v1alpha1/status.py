@@ -1,0 +1,71 @@
+"""``status``: what the operator and the autoscaler observed, written through the status
+subresource. Nothing here is validated at admission (the CRD's status schema has no defaults and
+no rules); the condition vocabulary lives in ``tandem.api.conditions``.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from tandem.api.base import ApiModel
+from tandem.api.conditions import Condition
+from tandem.api.vocabulary import Role
+
+
+class LastScale(ApiModel):
+    time: str = Field(description="When the autoscaler changed replicas (RFC 3339).")
+    from_: int = Field(alias="from", description="Replicas before the change.")
+    to: int = Field(description="Replicas after the change.")
+    reason: str = Field(description="CamelCase reason of the decision.")
+
+
+class PoolStatus(ApiModel):
+    replicas: int = Field(default=0, description="Replicas the pool's Deployment has.")
+    ready_replicas: int = Field(default=0, description="Replicas passing readiness.")
+    desired_replicas: int = Field(
+        default=0, description="Replicas wanted (the spec, or the autoscaler's decision)."
+    )
+    gpus_per_replica: int = Field(default=0, description="GPUs one replica uses (TP x PP).")
+    parallelism: str = Field(default="", description="TPxPP, e.g. 2x1.")
+    ready: str = Field(default="", description="ready/desired, for kubectl get.")
+    last_scale: LastScale | None = Field(default=None, description="Last autoscaler change.")
+
+
+class RouterStatus(ApiModel):
+    replicas: int = Field(default=0, description="Router replicas.")
+    ready_replicas: int = Field(default=0, description="Router replicas passing readiness.")
+
+
+class AutoscalingStatus(ApiModel):
+    source: str = Field(default="", description="Metrics source in use.")
+    last_evaluation_time: str | None = Field(
+        default=None, description="Last time the autoscaler evaluated the pools."
+    )
+    last_error: str | None = Field(default=None, description="Last metrics-source error.")
+
+
+class InferenceServiceStatus(ApiModel):
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation this status describes."
+    )
+    endpoint: str | None = Field(default=None, description="OpenAI base URL of the router.")
+    parallelism: str | None = Field(
+        default=None, description="Prefill and decode TPxPP, for kubectl get."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready, Accepted, PrefillReady, DecodeReady, ..."
+    )
+    prefill: PoolStatus | None = Field(default=None, description="Prefill pool.")
+    decode: PoolStatus | None = Field(default=None, description="Decode pool.")
+    router: RouterStatus | None = Field(default=None, description="Router.")
+    autoscaling: AutoscalingStatus | None = Field(default=None, description="Autoscaler.")
+
+    def pool(self, role: Role) -> PoolStatus | None:
+        """The status of one pool, typed (never ``getattr(status, role)``)."""
+        return self.prefill if role is Role.PREFILL else self.decode
+
+    def with_pool(self, role: Role, pool: PoolStatus) -> None:
+        if role is Role.PREFILL:
+            self.prefill = pool
+        else:
+            self.decode = pool

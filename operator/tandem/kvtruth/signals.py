@@ -1,0 +1,114 @@
+"""The counters that say whether KV moved, parsed from Prometheus text (pure).
+
+Router side (``tandem router``'s ``/metrics``): ``tandem_router_handoffs_total`` by
+``outcome`` (``ok``, ``prefill_failed``, ``kv_timeout``, ``decode_failed``,
+``decode_only_fallback``), ``tandem_router_abandoned_handoffs_total`` and the pairs it took out
+of rotation (``tandem_router_pair_broken{prefill,decode} 1``).
+
+Decoder side (vLLM 0.32 ``v1/metrics/loggers.py``, ``nixl/stats.py``):
+``vllm:prompt_tokens_by_source_total`` by ``source`` and NIXL's
+``vllm:nixl_num_failed_transfers_total`` / ``vllm:nixl_num_kv_expired_reqs_total``. An expired
+lease counts as a failed transfer: the prefiller may already have reused the blocks.
+
+Counters are cumulative; :class:`KvSample` sums them over every pod read in one pass.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Final
+
+HANDOFFS: Final = "tandem_router_handoffs_total"
+ABANDONED: Final = "tandem_router_abandoned_handoffs_total"
+PAIR_BROKEN: Final = "tandem_router_pair_broken"
+BY_SOURCE: Final = "vllm:prompt_tokens_by_source_total"
+NIXL_FAILED: Final = "vllm:nixl_num_failed_transfers_total"
+NIXL_EXPIRED: Final = "vllm:nixl_num_kv_expired_reqs_total"
+
+OK: Final = "ok"
+FALLBACK: Final = "decode_only_fallback"
+EXTERNAL: Final = "external_kv_transfer"
+LOCAL: Final = "local_compute"
+
+_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _LINE.match(line)
+        if not m:
+            continue
+        try:
+            value = float(m.group(3))
+        except ValueError:
+            continue
+        if math.isfinite(value):
+            out.append((m.group(1), dict(_LABEL.findall(m.group(2) or "")), value))
+    return out
+
+
+def _add(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    return {k: a.get(k, 0.0) + b.get(k, 0.0) for k in a.keys() | b.keys()}
+
+
+@dataclass(frozen=True)
+class KvSample:
+    """Cumulative counters summed over the pods read in one pass."""
+
+    handoffs: dict[str, float] = field(default_factory=dict)  # outcome -> count
+    abandoned: float = 0.0
+    broken_pairs: frozenset[tuple[str, str]] = frozenset()
+    tokens: dict[str, float] = field(default_factory=dict)  # decoder prompt tokens by source
+    nixl_failed: float = 0.0
+    nixl_expired: float = 0.0
+    routers: int = 0
+    decoders: int = 0
+
+    def __add__(self, other: KvSample) -> KvSample:
+        return KvSample(
+            handoffs=_add(self.handoffs, other.handoffs),
+            abandoned=self.abandoned + other.abandoned,
+            broken_pairs=self.broken_pairs | other.broken_pairs,
+            tokens=_add(self.tokens, other.tokens),
+            nixl_failed=self.nixl_failed + other.nixl_failed,
+            nixl_expired=self.nixl_expired + other.nixl_expired,
+            routers=self.routers + other.routers,
+            decoders=self.decoders + other.decoders,
+        )
+
+
+def parse_router(text: str) -> KvSample:
+    handoffs: dict[str, float] = {}
+    abandoned = 0.0
+    broken = set()
+    for name, labels, value in _samples(text):
+        if name == HANDOFFS:
+            key = labels.get("outcome", "")
+            handoffs[key] = handoffs.get(key, 0.0) + value
+        elif name == ABANDONED:
+            abandoned += value
+        elif name == PAIR_BROKEN and value > 0:
+            broken.add((labels.get("prefill", ""), labels.get("decode", "")))
+    return KvSample(
+        handoffs=handoffs, abandoned=abandoned, broken_pairs=frozenset(broken), routers=1
+    )
+
+
+def parse_decoder(text: str) -> KvSample:
+    tokens: dict[str, float] = {}
+    failed = expired = 0.0
+    for name, labels, value in _samples(text):
+        if name == BY_SOURCE:
+            key = labels.get("source", "")
+            tokens[key] = tokens.get(key, 0.0) + value
+        elif name == NIXL_FAILED:
+            failed += value
+        elif name == NIXL_EXPIRED:
+            expired += value
+    return KvSample(tokens=tokens, nixl_failed=failed, nixl_expired=expired, decoders=1)

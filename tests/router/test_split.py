@@ -1,0 +1,59 @@
+"""Unit tests of which requests must not be split into a prefill and a decode leg (`split.py`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tandem.router.split import any_protocol_reason, first_token_split_reason
+
+pytestmark = pytest.mark.timeout(10)
+
+
+@pytest.mark.parametrize(
+    ("body", "is_chat", "reason"),
+    [
+        ({"prompt": "x", "max_tokens": 1}, False, "max_tokens"),
+        ({"prompt": "x", "max_tokens": 0}, False, "max_tokens"),
+        ({"prompt": "x"}, False, None),  # vLLM's default is 16
+        ({"messages": [], "max_completion_tokens": 1, "max_tokens": 9}, True, "max_tokens"),
+        ({"messages": [], "max_tokens": 1}, True, "max_tokens"),
+        ({"messages": []}, True, None),  # unbounded
+        ({"prompt": "x", "max_tokens": 2}, False, None),
+        ({"prompt": "x", "max_tokens": True}, False, None),  # not a number: the engine decides
+        ({"prompt": "x", "n": 2}, False, "n"),
+        ({"prompt": "x", "n": 1, "best_of": 3}, False, "n"),
+        ({"prompt": "x", "prompt_logprobs": 0}, False, "prompt_logprobs"),
+        ({"prompt": "x", "prompt_logprobs": None}, False, None),
+    ],
+)
+def test_reasons_for_every_protocol(body: dict[str, Any], is_chat: bool, reason: str) -> None:
+    assert any_protocol_reason(body, is_chat=is_chat) == reason
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"response_format": {"type": "json_object"}}, "structured_output"),
+        ({"response_format": {"type": "json_schema", "json_schema": {}}}, "structured_output"),
+        ({"response_format": {"type": "text"}}, None),
+        ({"structured_outputs": {"choice": ["a", "b"]}}, "structured_output"),
+        ({"guided_json": {"type": "object"}}, "structured_output"),
+        ({"guided_regex": "a+"}, "structured_output"),
+        ({"tools": [{"type": "function"}]}, "tools"),
+        ({"tools": []}, None),
+        ({"tool_choice": "required"}, "tools"),
+        ({"tool_choice": "none"}, None),
+        ({"logprobs": True}, "logprobs"),
+        ({"logprobs": 0}, "logprobs"),  # completions: the sampled token's logprob
+        ({"logprobs": False}, None),
+        ({"top_logprobs": 3}, "logprobs"),
+        ({"echo": True}, "echo"),
+        ({"echo": False, "temperature": 0}, None),
+    ],
+)
+def test_reasons_when_the_prefiller_samples_the_first_token(
+    body: dict[str, Any], reason: str | None
+) -> None:
+    assert first_token_split_reason(body) == reason
