@@ -124,11 +124,15 @@ def free_port() -> int:
 
 
 def install_chart(extra: list[str] | None = None) -> None:
-    """helm install (or upgrade) the chart: CRDs, RBAC, the operator Deployment."""
+    """helm install (or upgrade) the chart: CRDs, RBAC, the operator Deployment.
+
+    Helm installs ``crds/`` only once and never upgrades them, so on a cluster kept from an
+    earlier run the CRDs are then applied as the README tells users to upgrade them."""
     helm(
         "upgrade", "--install", RELEASE, str(CHART), "--namespace", OPERATOR_NS,
         "--create-namespace", "--set", "image.pullPolicy=Never", *(extra or []),
     )  # fmt: skip
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
     wait_for(
         lambda: kubectl("get", "crd", "inferenceservices.tandem.dev", check=False).returncode == 0,
         timeout=30,

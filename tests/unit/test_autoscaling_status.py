@@ -7,7 +7,7 @@ from tandem.api.vocabulary import Role
 from tandem.autoscale.observation import missing
 from tandem.autoscale.policy import Evaluation, PolicyMemory, PoolDecision, ScaleReason
 from tandem.autoscale.report import Reports, Scale, TickReport
-from tandem.reconcile.autoscaling import _ready_pods, shown
+from tandem.reconcile.autoscaling import ready_pods, shown
 from tandem.reconcile.status import autoscaling_condition
 
 T0 = 1_767_225_600.0
@@ -119,4 +119,4 @@ def test_ready_pods_only() -> None:
             "status": {"conditions": [{"type": "Ready", "status": "True"}]},
         },
     ]
-    assert [p.name for p in _ready_pods(pods)] == ["a"]
+    assert [p.name for p in ready_pods(pods)] == ["a"]

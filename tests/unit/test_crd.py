@@ -158,7 +158,7 @@ def test_decode_alone_defaults_kv_usage_target() -> None:
 def test_printer_columns_and_names() -> None:
     crd = inference_service_crd()
     cols = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
-    assert cols == ["Ready", "Prefill", "Decode", "TPxPP", "Endpoint", "Age"]
+    assert cols == ["Ready", "Prefill", "Decode", "TPxPP", "KV", "Endpoint", "Age"]
     names = crd["spec"]["names"]
     assert names["shortNames"] == ["tisvc"]  # "isvc" is KServe's
     assert "tandem" in names["categories"]

@@ -20,12 +20,13 @@ def test_import_contracts_hold() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Contracts: 2 kept, 0 broken" in result.stdout, result.stdout
+    assert "Contracts: 4 kept, 0 broken" in result.stdout, result.stdout
 
 
 def test_builders_import_without_kopf_or_client() -> None:
     code = (
-        "import sys; import tandem.render, tandem.api.crd, tandem.reconcile.status; "
+        "import sys; import tandem.render, tandem.plan, tandem.kvtruth, tandem.api.crd, "
+        "tandem.reconcile.status, tandem.reconcile.events; "
         "bad=[m for m in ('kopf','kubernetes','aiohttp') if m in sys.modules]; "
         "assert not bad, bad"
     )

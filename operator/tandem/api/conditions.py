@@ -10,9 +10,11 @@ Taxonomy (who sets it, when True/False, how it rolls up):
   False with ``InvalidSpec`` (the models reject it), ``ConflictingEngineArgs`` (args or env
   override a flag or variable Tandem derives), ``ReplicaExceedsNode`` (tensor x pipeline >
   gpusPerNode; multi-node replicas are not built yet), ``NoNodeFitsReplica`` (no node offers
-  that many GPUs), or ``ApplyFailed`` (the API server refused a child). While False the running
-  children are left exactly as they were, so the other conditions describe the last accepted
-  spec.
+  that many GPUs), ``KVBufferExceedsHeadroom`` (a connector buffer cannot fit beside vLLM's KV
+  cache on the nodes' GPUs), ``ApplyFailed`` (the API server refused a child) or
+  ``ChildConflict`` (an object with a child's name exists and is not this CR's). While False
+  the running children are left exactly as they were, so the other conditions describe the last
+  accepted spec.
 - ``PrefillReady`` / ``DecodeReady`` (reconciler, from the pool's Deployment and pods): True
   (``ReplicasReady``) when at least one replica is ready and every desired replica is ready and
   updated; False with ``PodsUnschedulable`` (the scheduler could not place a pod: message from
@@ -22,6 +24,13 @@ Taxonomy (who sets it, when True/False, how it rolls up):
 - ``Autoscaling`` (autoscaler; present only when spec.autoscaling.enabled): True
   (``Active``) while decisions are made from fresh metrics, False with ``MetricsUnavailable``
   (the source failed or the data is stale; replicas are held) or ``GPUBudgetReached``.
+- ``KVTransferEffective`` (the KV monitor, ``tandem.kvtruth``; from the routers' per-pair
+  hand-off outcomes and the decoders' prompt tokens by source, judged every interval): True
+  (``Effective``) while hand-offs move KV and decoders load it; False with ``TransferFailing``
+  (hand-offs fail, NIXL transfers fail or leases expire, pairs are out of rotation, or decoders
+  recompute what was handed off) or ``DecodeOnlyFallback`` (with the rate); Unknown with
+  ``NoTraffic``. It does not roll into Ready: a service that falls back still answers, but the
+  condition, a Warning event and the operator metrics say so.
 - ``Ready`` (reconciler): True (``Serving``) when Accepted, PrefillReady, DecodeReady and
   RouterReady are all True; otherwise False with the reason of the first that is not.
 """
@@ -43,6 +52,7 @@ class ConditionType(StrEnum):
     DECODE_READY = "DecodeReady"
     ROUTER_READY = "RouterReady"
     AUTOSCALING = "Autoscaling"
+    KV_TRANSFER_EFFECTIVE = "KVTransferEffective"
 
 
 class ConditionReason(StrEnum):
@@ -56,6 +66,7 @@ class ConditionReason(StrEnum):
     NO_NODE_FITS_REPLICA = "NoNodeFitsReplica"
     KV_BUFFER_EXCEEDS_HEADROOM = "KVBufferExceedsHeadroom"
     APPLY_FAILED = "ApplyFailed"
+    CHILD_CONFLICT = "ChildConflict"
     # pools and router
     REPLICAS_READY = "ReplicasReady"
     PODS_UNSCHEDULABLE = "PodsUnschedulable"
@@ -69,10 +80,12 @@ class ConditionReason(StrEnum):
     ACTIVE = "Active"
     METRICS_UNAVAILABLE = "MetricsUnavailable"
     GPU_BUDGET_REACHED = "GPUBudgetReached"
+    # KV transfer (tandem.kvtruth)
+    EFFECTIVE = "Effective"
+    DECODE_ONLY_FALLBACK = "DecodeOnlyFallback"
+    TRANSFER_FAILING = "TransferFailing"
+    NO_TRAFFIC = "NoTraffic"
 
-
-# Kept while tandem.reconcile imports the old name; new code uses ConditionReason.
-Reason = ConditionReason
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 

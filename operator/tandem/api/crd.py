@@ -208,6 +208,12 @@ PRINTER_COLUMNS = [
         "description": "Tensor x pipeline parallelism of prefill and decode replicas.",
     },
     {
+        "name": "KV",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="KVTransferEffective")].reason',
+        "description": "Whether KV really moves from prefill to decode (KVTransferEffective).",
+    },
+    {
         "name": "Endpoint",
         "type": "string",
         "jsonPath": ".status.endpoint",

@@ -19,7 +19,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field
 from typing import Final
 
-from tandem.api.vocabulary import Connector, PrefillFailurePolicy, RouterPolicy
+from tandem.api.vocabulary import (
+    ROUTER_CONTAINER_PORT,
+    Connector,
+    PrefillFailurePolicy,
+    RouterPolicy,
+)
 from tandem.contracts.flags import (
     BOOL,
     INT,
@@ -55,7 +60,7 @@ __all__ = [
 ]
 
 #: The router's HTTP port inside its pod (the Service port is ``spec.router.port``).
-ROUTER_PORT: Final = 8000
+ROUTER_PORT: Final = ROUTER_CONTAINER_PORT
 
 LMCACHE: Final = Connector.LMCACHE
 

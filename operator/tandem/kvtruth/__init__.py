@@ -14,6 +14,15 @@ and judges the difference between two readings (:mod:`.verdict`, pure). Parsing 
 """
 
 from tandem.kvtruth.signals import KvSample, parse_decoder, parse_router
-from tandem.kvtruth.verdict import KvVerdict, judge
+from tandem.kvtruth.store import KvVerdicts
+from tandem.kvtruth.verdict import KvVerdict, Reading, judge
 
-__all__ = ["KvSample", "KvVerdict", "judge", "parse_decoder", "parse_router"]
+__all__ = [
+    "KvSample",
+    "KvVerdict",
+    "KvVerdicts",
+    "Reading",
+    "judge",
+    "parse_decoder",
+    "parse_router",
+]

@@ -3,11 +3,12 @@
 The window is the difference between two readings, pod by pod (a counter that went down means
 the pod restarted: its whole value is new). Then, in order, the first that holds decides:
 
-1. ``TransferFailing``: hand-offs failed (prefill, KV-ready timeout, decode), NIXL transfers
+1. ``DecodeOnlyFallback``: requests meant for disaggregation were served decode-only, above
+   the tolerance (the rate is in the message, and why: failures, pairs out of rotation). The
+   service answers, but without the P/D split it was deployed for.
+2. ``TransferFailing``: hand-offs failed (prefill, KV-ready timeout, decode), NIXL transfers
    failed or leases expired, or the router has pairs out of rotation, above the tolerance;
    or hand-offs completed but the decoders loaded no token by KV transfer (they recomputed).
-2. ``DecodeOnlyFallback``: requests meant for disaggregation were served decode-only (the
-   rate is in the message).
 3. ``NoTraffic``: no disaggregated request in the window (status Unknown: nothing to judge).
 4. ``Effective``: hand-offs succeed and decoders take prompt tokens from the transfer.
 """
@@ -109,16 +110,17 @@ def judge(prev: Reading, cur: Reading) -> KvVerdict:
         return KvVerdict(status, reason, message, attempts, attempts - ok, fallbacks, share)
 
     failing = _failing(w, attempts)
-    if failing is not None:
-        return verdict("False", "TransferFailing", failing)
     total = attempts + fallbacks
     if total and fallbacks / total > TOLERANCE:
+        detail = f" ({failing})" if failing else ""
         return verdict(
             "False",
             "DecodeOnlyFallback",
             f"{int(fallbacks)} of {int(total)} disaggregated requests ({_pct(fallbacks, total)}) "
-            "were served decode-only",
+            f"were served decode-only{detail}",
         )
+    if failing is not None:
+        return verdict("False", "TransferFailing", failing)
     if not total:
         return verdict("Unknown", "NoTraffic", "no disaggregated request since the last check")
     loaded = f"; decoders took {_pct(ext, ext + local)} of their prompt tokens by KV transfer"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tandem.api.conditions import ConditionReason as Reason
+from tandem.api.conditions import ConditionReason
 from tandem.api.owned import owned_env_conflicts, owned_flag_conflicts
 from tandem.api.v1alpha1 import InferenceServiceSpec
 from tandem.api.vocabulary import ROLES
@@ -46,7 +46,7 @@ def check_spec(spec: InferenceServiceSpec, nodes: list[dict[str, Any]] | None) -
     ):
         if found:
             return Rejection(
-                Reason.CONFLICTING_ENGINE_ARGS,
+                ConditionReason.CONFLICTING_ENGINE_ARGS,
                 f"{what} Tandem derives from the spec: " + ", ".join(found),
             )
     for role in ROLES:
@@ -54,7 +54,7 @@ def check_spec(spec: InferenceServiceSpec, nodes: list[dict[str, Any]] | None) -
         gpus = pool.parallelism.gpus
         if gpus > pool.gpus_per_node:
             return Rejection(
-                Reason.REPLICA_EXCEEDS_NODE,
+                ConditionReason.REPLICA_EXCEEDS_NODE,
                 f"spec.{role}: a replica needs tensor x pipeline = {gpus} GPUs but gpusPerNode "
                 f"is {pool.gpus_per_node}; replicas spanning nodes are not supported yet",
             )
@@ -68,7 +68,7 @@ def check_spec(spec: InferenceServiceSpec, nodes: list[dict[str, Any]] | None) -
         if 0 < best < gpus:
             where = f" matching nodeSelector {pool.node_selector}" if pool.node_selector else ""
             return Rejection(
-                Reason.NO_NODE_FITS_REPLICA,
+                ConditionReason.NO_NODE_FITS_REPLICA,
                 f"spec.{role}: a replica needs {gpus} {resource} on one node, but the largest "
                 f"node{where} offers {best}",
             )
@@ -83,5 +83,5 @@ def check_plan(plan: ServicePlan, nodes: list[dict[str, Any]] | None) -> Rejecti
         gpu_bytes = gpu_memory_bytes(nodes, pool.node_selector)
         problem = None if gpu_bytes is None else headroom_problem(pool, gpu_bytes)
         if problem is not None:
-            return Rejection(Reason.KV_BUFFER_EXCEEDS_HEADROOM, problem)
+            return Rejection(ConditionReason.KV_BUFFER_EXCEEDS_HEADROOM, problem)
     return None

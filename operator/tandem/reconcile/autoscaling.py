@@ -24,8 +24,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from tandem.api.conditions import TRUE, ConditionType, get_condition
-from tandem.api.v1alpha1 import GROUP, PLURAL, VERSION, InferenceServiceSpec
+from tandem.api.v1alpha1 import GROUP, PLURAL, VERSION
 from tandem.api.vocabulary import Role
 from tandem.autoscale.actuator import AUTOSCALER_FIELD_MANAGER, Autoscaler
 from tandem.autoscale.config import AutoscalerConfig, from_spec
@@ -34,13 +33,12 @@ from tandem.autoscale.metrics import AutoscalerMetrics
 from tandem.autoscale.policy import PoolState
 from tandem.autoscale.report import AutoscalerReport, Reports, TickReport
 from tandem.autoscale.sources import PodRef, make_source
-from tandem.plan import Owner, plan_service
 from tandem.plan.names import LABEL_INSTANCE, LABEL_ROLE, ROUTER, pool_name
 from tandem.plan.router import CONTAINER_PORT as ROUTER_CONTAINER_PORT
-from tandem.reconcile.driver import run_reconcile
+from tandem.reconcile.driver import refresh_in_background
 from tandem.reconcile.k8s import Kube
-from tandem.reconcile.reconciler import parse_spec
-from tandem.reconcile.status import autoscaling_condition, parse_status
+from tandem.reconcile.reconciler import accepted
+from tandem.reconcile.status import autoscaling_condition
 
 log = logging.getLogger("tandem.autoscaler")
 
@@ -48,7 +46,8 @@ log = logging.getLogger("tandem.autoscaler")
 IDLE_INTERVAL_S = 10.0
 
 
-def _ready_pods(pods: list[dict[str, Any]]) -> list[PodRef]:
+def ready_pods(pods: list[dict[str, Any]]) -> list[PodRef]:
+    """Pods that pass readiness and are not being deleted, with their IPs."""
     out = []
     for p in pods:
         st = p.get("status", {}) or {}
@@ -71,7 +70,7 @@ class KubeHooks:
 
     def _pods(self, role: str) -> list[PodRef]:
         selector = f"{LABEL_INSTANCE}={self.name},{LABEL_ROLE}={role}"
-        return _ready_pods(self.kube.list_kind("Pod", self.namespace, selector))
+        return ready_pods(self.kube.list_kind("Pod", self.namespace, selector))
 
     async def read_pool(self, role: Role) -> PoolState:
         dep = await asyncio.to_thread(
@@ -125,24 +124,8 @@ def scale_events(body: kopf.Body, tick: TickReport) -> None:
 
 def accepted_config(body: Mapping[str, Any]) -> AutoscalerConfig | None:
     """The autoscaler's settings while the spec is valid and ``Accepted=True``, else None."""
-    spec: InferenceServiceSpec | None
-    spec, rejection = parse_spec(dict(body.get("spec") or {}))
-    accepted = get_condition(parse_status(body.get("status")).conditions, ConditionType.ACCEPTED)
-    if spec is None or rejection is not None or accepted is None or accepted.status != TRUE:
-        return None
-    meta = body["metadata"]
-    owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
-    return from_spec(spec, plan_service(spec, owner))
-
-
-async def _refresh(memo: kopf.Memo, body: kopf.Body) -> bool:
-    """Run the reconcile so its status writer folds the newest report in; True when done."""
-    try:
-        await asyncio.to_thread(run_reconcile, memo, dict(body), "autoscaler")
-    except Exception as e:  # best effort: the next tick (or the resync) tries again
-        log.warning("Status refresh after an autoscaler tick failed: %s", e)
-        return False
-    return True
+    admitted = accepted(body)
+    return None if admitted is None else from_spec(*admitted)
 
 
 def _enabled(spec: kopf.Spec, **_: Any) -> bool:
@@ -180,7 +163,7 @@ async def autoscaler_daemon(
                 before = shown(reports.get(namespace, name))
                 stale = stale or shown(reports.record(namespace, name, tick)) != before
                 if stale:
-                    stale = not await _refresh(memo, body)
+                    stale = not await refresh_in_background(memo, body, "autoscaler")
                 await stopped.wait(config.interval_s)
         finally:
             metrics.forget(namespace, name)

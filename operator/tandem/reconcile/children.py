@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 from tandem.api.conditions import ConditionReason
 from tandem.autoscale.actuator import AUTOSCALER_FIELD_MANAGER
@@ -30,7 +30,6 @@ log = logging.getLogger("tandem.reconcile")
 Obj = dict[str, Any]
 
 # Accepted=False: an object with a child's name exists and this CR does not control it.
-CHILD_CONFLICT: Final = "ChildConflict"
 
 
 def _controlled_by(obj: Obj, uid: str) -> bool:
@@ -81,7 +80,7 @@ def _foreign_child(
             refs = obj.get("metadata", {}).get("ownerReferences") or []
             holder = ", ".join(f"{r.get('kind')}/{r.get('name')}" for r in refs) or "no owner"
             return Rejection(
-                CHILD_CONFLICT,
+                ConditionReason.CHILD_CONFLICT,
                 f"{key} already exists and is not controlled by this InferenceService "
                 f"(owned by {holder}); delete it, or give this InferenceService another name",
             )

@@ -10,6 +10,7 @@ become a ``kopf.TemporaryError``; any other request the API server finds invalid
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -18,12 +19,12 @@ import kopf
 
 from tandem.reconcile.k8s import ApiError, Forbidden, Invalid, NotFound
 from tandem.reconcile.metrics import OperatorMetrics
-from tandem.reconcile.reconciler import Outcome, reconcile
+from tandem.reconcile.reconciler import ReconcileResult, reconcile
 
 log = logging.getLogger("tandem.operator")
 
 
-def emit(body: Any, outcome: Outcome) -> None:
+def emit(body: Any, outcome: ReconcileResult) -> None:
     """Events for what the reconcile did and for the status transition it wrote."""
     if outcome.applied:
         kopf.info(body, reason="Applied", message="Applied " + ", ".join(outcome.applied))
@@ -33,7 +34,7 @@ def emit(body: Any, outcome: Outcome) -> None:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
-def _count(metrics: OperatorMetrics, trigger: str, outcome: Outcome) -> None:
+def _count(metrics: OperatorMetrics, trigger: str, outcome: ReconcileResult) -> None:
     for key in outcome.applied:
         metrics.applied.labels(key.split("/", 1)[0]).inc()
     for key in outcome.pruned:
@@ -50,7 +51,8 @@ def run_reconcile(memo: Any, body: Any, trigger: str) -> None:
     metrics: OperatorMetrics = memo.metrics
     started = time.monotonic()
     try:
-        outcome = reconcile(memo.kube, dict(body), memo.autoscaler_reports)
+        kv = getattr(memo, "kv_verdicts", None)
+        outcome = reconcile(memo.kube, dict(body), memo.autoscaler_reports, kv)
     except NotFound as e:  # the object (or its namespace) went away meanwhile
         log.info("Reconcile stopped, something is gone: %s", e.message)
         metrics.reconciles.labels(trigger, "gone").inc()
@@ -75,3 +77,15 @@ def run_reconcile(memo: Any, body: Any, trigger: str) -> None:
         metrics.duration.labels(trigger).observe(time.monotonic() - started)
     _count(metrics, trigger, outcome)
     emit(body, outcome)
+
+
+async def refresh_in_background(memo: Any, body: Any, trigger: str) -> bool:
+    """Run the reconcile from a daemon, so the one status writer folds the daemon's newest
+    report in; True when done. Best effort: on failure the daemon's next round (or the
+    resync) tries again."""
+    try:
+        await asyncio.to_thread(run_reconcile, memo, dict(body), trigger)
+    except Exception as e:
+        log.warning("Status refresh for %s failed: %s", trigger, e)
+        return False
+    return True

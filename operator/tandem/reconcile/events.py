@@ -3,7 +3,8 @@
 The status writer calls :func:`status_events` once per write it made, with what was stored and
 what it wrote, so each transition is announced once however many writers race: a spec newly
 rejected (Warning), Ready turning True (Normal), the Autoscaling condition turning False or
-reaching the GPU budget (Warning). Events about actions (Applied, Pruned, ScaledUp, ScaledDown)
+reaching the GPU budget (Warning), KVTransferEffective turning False (Warning) or recovering
+(Normal). Events about actions (Applied, Pruned, ScaledUp, ScaledDown)
 are emitted by whoever acted.
 """
 
@@ -72,6 +73,18 @@ def autoscaling_warning(
     return after if turned_false or reached_budget else None
 
 
+def kv_transfer_change(old: InferenceServiceStatus, new: InferenceServiceStatus) -> Event | None:
+    """KVTransferEffective turning False (Warning: KV is not moving) or back to True."""
+    before, after = _pair(old, new, ConditionType.KV_TRANSFER_EFFECTIVE)
+    if after is None or (before is not None and before.status == after.status):
+        return None
+    if after.status == FALSE:
+        return Event(WARNING, after.reason, after.message)
+    if after.status == TRUE and before is not None and before.status == FALSE:
+        return Event(NORMAL, after.reason, after.message)
+    return None
+
+
 def status_events(old: InferenceServiceStatus, new: InferenceServiceStatus) -> list[Event]:
     """What a status write from ``old`` to ``new`` announces."""
     events = []
@@ -83,4 +96,7 @@ def status_events(old: InferenceServiceStatus, new: InferenceServiceStatus) -> l
     warning = autoscaling_warning(old, new)
     if warning is not None:
         events.append(Event(WARNING, warning.reason, warning.message))
+    kv = kv_transfer_change(old, new)
+    if kv is not None:
+        events.append(kv)
     return events

@@ -19,8 +19,9 @@ import kopf
 from tandem.api.v1alpha1 import GROUP, PLURAL, VERSION
 from tandem.autoscale.metrics import AutoscalerMetrics
 from tandem.autoscale.report import Reports
+from tandem.kvtruth import KvVerdicts
 from tandem.plan.names import LABEL_INSTANCE, MANAGED_BY
-from tandem.reconcile import autoscaling
+from tandem.reconcile import autoscaling, kvmonitor
 from tandem.reconcile.driver import run_reconcile
 from tandem.reconcile.k8s import ApiError, Kube, NotFound, load_api_client
 from tandem.reconcile.metrics import OperatorMetrics
@@ -54,6 +55,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         memo.autoscaler_metrics = AutoscalerMetrics(memo.metrics.registry)
     if memo.get("autoscaler_reports") is None:
         memo.autoscaler_reports = Reports()
+    if memo.get("kv_verdicts") is None:
+        memo.kv_verdicts = KvVerdicts()
 
 
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -128,4 +131,5 @@ def build_registry(resync_seconds: float) -> kopf.OperatorRegistry:
     )(on_child_event)
     kopf.on.probe(id="reconciles", registry=registry)(probe_reconciles)
     autoscaling.register(registry)
+    kvmonitor.register(registry)
     return registry

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 @dataclass
@@ -50,3 +51,31 @@ class OperatorMetrics:
             ["reason"],
             registry=r,
         )
+        who = ["namespace", "name"]
+        self.kv_effective = Gauge(
+            "tandem_kv_transfer_effective",
+            "KVTransferEffective: 1 True, 0 False, -1 Unknown (no traffic).",
+            who,
+            registry=r,
+        )
+        self.kv_window = Gauge(
+            "tandem_kv_transfer_window",
+            "Hand-offs in the KV monitor's last window: handoffs, failed, decode_only_fallbacks.",
+            [*who, "kind"],
+            registry=r,
+        )
+        self.kv_external_share = Gauge(
+            "tandem_kv_transfer_external_share",
+            "Share of the decoders' prompt tokens loaded by KV transfer in the last window.",
+            who,
+            registry=r,
+        )
+
+    def forget_kv(self, namespace: str, name: str) -> None:
+        """Drop the KV series of an InferenceService that is gone."""
+        for gauge in (self.kv_effective, self.kv_external_share):
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, name)
+        for kind in ("handoffs", "failed", "decode_only_fallbacks"):
+            with contextlib.suppress(KeyError):
+                self.kv_window.remove(namespace, name, kind)

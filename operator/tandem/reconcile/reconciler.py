@@ -23,17 +23,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from tandem.api.conditions import ConditionReason
-from tandem.api.v1alpha1 import InferenceServiceSpec
+from tandem.api.conditions import TRUE, ConditionReason, ConditionType, get_condition
+from tandem.api.v1alpha1 import InferenceServiceSpec, name_problem
 from tandem.api.vocabulary import ROLES
 from tandem.autoscale.report import Reports
+from tandem.kvtruth import KvVerdicts
 from tandem.plan import Owner, ServicePlan, plan_service
-from tandem.plan.admission import Rejection, check_spec
+from tandem.plan.admission import Rejection, check_plan, check_spec
 from tandem.plan.names import LABEL_INSTANCE, LABEL_ROLE, ROUTER
 from tandem.reconcile import status as st
 from tandem.reconcile.children import Obj, converge, list_children
@@ -54,7 +56,7 @@ def format_validation_error(err: ValidationError) -> str:
 
 
 @dataclass
-class Outcome:
+class ReconcileResult:
     """What one reconcile did, for events, metrics and logs."""
 
     applied: list[str] = field(default_factory=list)
@@ -92,10 +94,25 @@ def parse_spec(raw: dict[str, Any]) -> tuple[InferenceServiceSpec | None, Reject
         return None, Rejection(ConditionReason.INVALID_SPEC, format_validation_error(e))
 
 
+def accepted(body: Mapping[str, Any]) -> tuple[InferenceServiceSpec, ServicePlan] | None:
+    """The spec and plan of an InferenceService whose spec is valid and ``Accepted=True`` (what
+    the daemons act on), else None."""
+    spec, rejection = parse_spec(dict(body.get("spec") or {}))
+    condition = get_condition(
+        st.parse_status(body.get("status")).conditions, ConditionType.ACCEPTED
+    )
+    if spec is None or rejection is not None or condition is None or condition.status != TRUE:
+        return None
+    return spec, plan_service(spec, Ref.of(dict(body)).owner)
+
+
 def admit(
     kube: Kube, raw: dict[str, Any], owner: Owner
 ) -> tuple[ServicePlan | None, Rejection | None]:
     """The plan of an acceptable spec, or why the spec cannot be honoured."""
+    problem = name_problem(owner.name)
+    if problem is not None:
+        return None, Rejection(ConditionReason.INVALID_SPEC, problem)
     spec, rejection = parse_spec(raw)
     if spec is None:
         return None, rejection
@@ -106,7 +123,9 @@ def admit(
     rejection = check_spec(spec, nodes)
     if rejection is not None:
         return None, rejection
-    return plan_service(spec, owner), None
+    plan = plan_service(spec, owner)
+    rejection = check_plan(plan, nodes)
+    return (None, rejection) if rejection is not None else (plan, None)
 
 
 # -------------------------------------------------------------------------------- status
@@ -151,9 +170,10 @@ def refresh_status(
     plan: ServicePlan | None,
     acceptance: st.Acceptance,
     live: dict[str, Obj],
-    outcome: Outcome,
+    outcome: ReconcileResult,
     reports: Reports | None = None,
     retries: int = 5,
+    kv: KvVerdicts | None = None,
 ) -> None:
     """The one status writer: compute status and merge-patch the difference, if any.
 
@@ -170,9 +190,10 @@ def refresh_status(
     for attempt in range(retries):
         previous = st.parse_status(stored)
         report = reports.get(ref.namespace, ref.name) if reports is not None else None
+        verdict = kv.get(ref.namespace, ref.name) if kv is not None else None
         observed = observe(kube, ref, live)
         new = st.compute_status(
-            plan, ref.generation, acceptance, observed, previous, st.utcnow(), report
+            plan, ref.generation, acceptance, observed, previous, st.utcnow(), report, verdict
         )
         patch = st.merge_diff(stored, new.wire())
         if not patch:
@@ -199,13 +220,16 @@ def refresh_status(
 # ----------------------------------------------------------------------------- reconcile
 
 
-def reconcile(kube: Kube, body: Obj, reports: Reports | None = None) -> Outcome:
+def reconcile(
+    kube: Kube, body: Obj, reports: Reports | None = None, kv: KvVerdicts | None = None
+) -> ReconcileResult:
     """Bring the children and status of one InferenceService in line with its spec.
 
-    ``reports`` holds the autoscaler's newest report per object, folded into status.
+    ``reports`` holds the autoscaler's newest report per object and ``kv`` the KV monitor's
+    newest verdict, both folded into status.
     """
     ref = Ref.of(body)
-    outcome = Outcome()
+    outcome = ReconcileResult()
     if body["metadata"].get("deletionTimestamp"):
         return outcome  # being deleted: garbage collection takes the children, nothing to do
     plan, rejection = admit(kube, body.get("spec") or {}, ref.owner)  # 1
@@ -219,5 +243,5 @@ def reconcile(kube: Kube, body: Obj, reports: Reports | None = None) -> Outcome:
     # A rejected spec is not applied: status keeps describing the pools as they run.
     status_plan = plan if rejection is None else None
     acceptance = _acceptance(rejection)
-    refresh_status(kube, body, status_plan, acceptance, live, outcome, reports)  # 5
+    refresh_status(kube, body, status_plan, acceptance, live, outcome, reports, kv=kv)  # 5
     return outcome

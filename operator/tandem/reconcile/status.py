@@ -41,6 +41,7 @@ from tandem.api.v1alpha1 import (
 from tandem.api.vocabulary import ROLES, Role
 from tandem.autoscale.policy import HOLD_REASONS, PoolDecision, ScaleReason
 from tandem.autoscale.report import AutoscalerReport, Scale
+from tandem.kvtruth import KvVerdict
 from tandem.plan import PoolPlan, ServicePlan
 from tandem.plan.names import ROUTER
 
@@ -278,6 +279,13 @@ def _fold_autoscaler(
     return AutoscalingStatus(source=report.tick.source, last_error=report.tick.error)
 
 
+def _fold_kv(conds: _Conditions, plan: ServicePlan | None, kv: KvVerdict | None) -> None:
+    """The KVTransferEffective condition from the KV monitor's newest verdict. Without one
+    (the operator restarted, or the spec is rejected) the stored condition stays."""
+    if plan is not None and kv is not None:
+        conds.put(ConditionType.KV_TRANSFER_EFFECTIVE, (kv.status, kv.reason, kv.message))
+
+
 def compute_status(
     plan: ServicePlan | None,
     generation: int,
@@ -286,9 +294,11 @@ def compute_status(
     previous: InferenceServiceStatus,
     now: str,
     autoscaler: AutoscalerReport | None = None,
+    kv: KvVerdict | None = None,
 ) -> InferenceServiceStatus:
     """The whole status. ``plan`` is None while the spec is rejected; ``autoscaler`` is the
-    autoscaler's newest report (None when autoscaling is off or has not ticked yet)."""
+    autoscaler's newest report (None when autoscaling is off or has not ticked yet); ``kv`` the
+    KV monitor's newest verdict."""
     if plan is not None and not _autoscaled(plan):
         autoscaler = None
     conds = _Conditions(previous.conditions, now, generation)
@@ -309,6 +319,7 @@ def compute_status(
     rview = observed.deployments.get(ROUTER)
     conds.put(ConditionType.ROUTER_READY, router_condition(rview))
     autoscaling = _fold_autoscaler(conds, plan, autoscaler, previous)
+    _fold_kv(conds, plan, kv)
     conds.put(ConditionType.READY, ready_rollup(conds.items))
     return InferenceServiceStatus(
         observed_generation=generation,
