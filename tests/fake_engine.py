@@ -3,20 +3,22 @@
 It speaks enough of vLLM for the router: `/health`, `/v1/models`, `/metrics` (real metric names
 and labels), `/tokenize`, `/detokenize`, `/v1/completions` and `/v1/chat/completions` (streamed
 and not), the NIXL prefill answer (`kv_transfer_params` shaped like a real 0.32 prefill), and
-LMCache's PD mode (`ret_first_tok`, plus one ZMQ PUSH `ProxyNotif` per TP rank to the proxy).
+LMCache's PD mode (`disagg_spec`, plus one ZMQ PUSH `ProxyNotif` per TP rank to the proxy).
 
 Deterministic model: a token is one character (`/tokenize` returns code points, `/detokenize`
 inverts it), and the token generated at absolute position p of a sequence is
 `chr(ord("a") + p % 26)`. So a prompt of L tokens with max_tokens M yields the characters at
-positions L..L+M-1, and a decoder that receives `prompt + [first token]` continues exactly
-where the prefiller stopped: tests can check the stitched answer character by character.
+positions L..L+M-1, whichever engine computes it: tests can check a disaggregated answer
+character by character against `expected_text`.
 
 KV bookkeeping: engines of one test cluster can share a `KvFabric`. A NIXL prefill then holds
 its blocks there until a decoder pulls them (`do_remote_prefill`), and an LMCache prefill pushes
-its prompt's chunks into it until a decoder retrieves them by looking up `prompt[:-1]`
-(`skip_last_n_tokens: 1`), exactly as LMCache frees a receiver's buffer only on retrieval.
-Decoders count what they got from the fabric as `external_kv_transfer` prompt tokens and
-recompute (`local_compute`) what is missing. Without a fabric, a decoder trusts the protocol.
+its prompt's token ids into it until a decoder retrieves them by looking up its whole prompt
+(`skip_last_n_tokens: 0`: token ids, a string prompt or chat messages, tokenized), exactly as
+LMCache frees a receiver's buffer only on retrieval. Decoders count what they got from the
+fabric as `external_kv_transfer` prompt tokens and recompute (`local_compute`) what is missing:
+on a full LMCache hit that is the last prompt token (LMCache's `recalc_last`). Without a
+fabric, a decoder trusts the protocol for token-id prompts.
 
 `faults.degraded` models an engine whose KV connector failed at start (LMCache's "degraded
 mode (recompute)"): it serves and answers `/health` 200, but a prefiller never pushes or
@@ -143,10 +145,8 @@ class Faults:
     notify_delay: float = 0.0
     #: LMCache prefill: seconds between the notifications of successive sender ranks.
     rank_delay: float = 0.0
-    #: Every answer ends with finish_reason "stop" (an LMCache prefill's first token is EOS).
+    #: Every answer ends with finish_reason "stop" (an EOS).
     stop: bool = False
-    #: LMCache prefill: answer without `choices[0].text` (the router must /detokenize).
-    omit_first_text: bool = False
     #: Status of GET /health.
     health_status: int = 200
     #: Seconds before GET /health answers (a busy engine).
@@ -473,9 +473,7 @@ class FakeEngine:
         rid = ("chatcmpl-" if is_chat else "cmpl-") + request_id
         if body.get("stream"):
             return await self._stream(request, body, rid, prompt_len, generated, is_chat)
-        text: str | None = detokenize(generated)
-        if self.protocol == "lmcache" and kv_out is not None and faults.omit_first_text:
-            text = None
+        text = detokenize(generated)
         finish = "stop" if faults.stop else "length"
         choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": finish}
         if is_chat:
@@ -508,7 +506,7 @@ class FakeEngine:
             self._account(prompt_len, self._pulled(kv_in, prompt_len))
             return None
         if not isinstance(kv_in, dict):  # plain, or an LMCache decode leg
-            self._account(prompt_len, self._retrieved(body.get("prompt")))
+            self._account(prompt_len, self._retrieved(request.path, body))
             return None
         self._account(prompt_len, 0)
         if kv_in.get("do_remote_decode"):  # NIXL prefill
@@ -535,17 +533,27 @@ class FakeEngine:
             return prompt_len
         return min(prompt_len, self.kv.nixl.pop(str(kv_in.get("remote_request_id")), 0))
 
-    def _retrieved(self, prompt: Any) -> int:
-        """Prompt tokens an LMCache decoder found in its buffer (looked up without the last)."""
+    def _retrieved(self, path: str, body: dict[str, Any]) -> int:
+        """Prompt tokens an LMCache decoder loaded from its buffer: it looks up its whole
+        prompt, and on a hit loads all of it but recomputes the last token (`recalc_last`)."""
         if self.protocol != "lmcache" or self.role != "decode" or self.faults.degraded:
             return 0
-        if not isinstance(prompt, list) or len(prompt) < 2:
+        if self.kv is not None and not self.kv.lmcache:  # nothing pushed: skip tokenizing
             return 0
-        if not all(isinstance(t, int) for t in prompt):
+        prompt = body.get("prompt")
+        ids = prompt if isinstance(prompt, list) and prompt else None
+        if ids is not None and not all(isinstance(t, int) for t in ids):
             return 0
-        if self.kv is None or self.kv.retrieve(prompt[:-1]):
-            return len(prompt) - 1
-        return 0
+        if self.kv is None:
+            return len(ids) - 1 if ids is not None else 0
+        if ids is None:
+            if path == CHAT_PATH:
+                ids = tokenize(chat_template(body.get("messages") or []))
+            elif isinstance(prompt, str):
+                ids = tokenize(prompt)
+            else:
+                return 0
+        return len(ids) - 1 if ids and self.kv.retrieve(ids) else 0
 
     def _nixl_params(self, request: web.Request, prompt_len: int) -> dict[str, Any]:
         remote_request_id = f"cmpl-{request.headers.get('X-Request-Id', '')}-0"

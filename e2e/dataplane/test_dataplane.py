@@ -7,8 +7,9 @@ router arguments (Kubernetes discovery swapped for static URLs), sends real comp
 it, and checks that the decode engine received the prompt's KV over the connector and that the
 greedy output equals what a single engine produces without any hand-off.
 
-The LMCache connector cannot move KV on a CPU; its generated configuration is validated with
-LMCache's own loader here, and its protocol is exercised against fake engines in tests/router.
+The LMCache connector's generated configuration is validated with LMCache's own loader here;
+its real PD hand-off (LMCache's sender, receiver and KV-ready notifications, on CPU through a
+test-only connector shim) runs in test_lmcache_cpu.py.
 """
 
 from __future__ import annotations

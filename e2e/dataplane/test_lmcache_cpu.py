@@ -8,8 +8,12 @@ arguments (static URLs instead of Kubernetes discovery), and checks that a compl
 the router is a real hand-off: the prefill engine's LMCache sender pushes the prompt's KV over
 NIXL (UCX over loopback) into the decode engine's receive buffer, sends its ZMQ "KV ready"
 notification to the router, the decoder loads the prompt from LMCache
-(``vllm:prompt_tokens_by_source_total{source="external_kv_transfer"}``), and the greedy output
-equals what the decode engine computes alone.
+(``vllm:prompt_tokens_by_source_total{source="external_kv_transfer"}``: every prompt token but
+the last, which vLLM recomputes to sample the first token itself, ``skip_last_n_tokens: 0``),
+and the output equals what the decode engine computes alone: greedy text, a JSON-schema
+``response_format``, logprobs, and a prompt whose first generated token is a byte-fallback
+token (README "LMCache PD on CPU", gotcha 2, which the router's old first-token stitching
+turned into an echo of the whole prompt).
 
 LMCache 0.5.6 has no CPU GPU-connector: the engines get ``lmcache_cpu_shim/`` on their
 ``PYTHONPATH``, a test-only ``sitecustomize`` that supplies the paged-cache <-> buffer copy for
@@ -254,7 +258,72 @@ def test_lmcache_chat_completion_matches_plain(lmc: dict[str, str]) -> None:
         "temperature": 0,
     }
     want = reference(lmc, body, "/v1/chat/completions")["choices"][0]["message"]["content"]
-    before = external_tokens(metrics(lmc["decode"]))
-    got = post(f"{lmc['router']}/v1/chat/completions", body)
+    got = handed_off(lmc, body, "/v1/chat/completions")
     assert got["choices"][0]["message"]["content"] == want
-    assert external_tokens(metrics(lmc["decode"])) > before
+
+
+def handed_off(urls: dict[str, str], body: dict[str, Any], path: str = "/v1/completions") -> Any:
+    """`body` through the router, checked to be a hand-off that loaded >= 90% of the prompt."""
+    kv_before = external_tokens(metrics(urls["decode"]))
+    got = post(f"{urls['router']}{path}", body)
+    kv_after = external_tokens(metrics(urls["decode"]))
+    prompt_tokens = got["usage"]["prompt_tokens"]
+    print(f"\n{path}: prompt {prompt_tokens} tokens, external_kv_transfer +{kv_after - kv_before}")
+    assert kv_after - kv_before >= prompt_tokens * 0.9, (kv_before, kv_after, prompt_tokens)
+    return got
+
+
+#: README gotcha 2: greedy, the tiny model's first token after this prompt is 190, a
+#: byte-fallback token (a partial UTF-8 character). The old decode leg's prompt ended with it, and
+#: vLLM 0.32 then put the whole prompt text in front of the decoder's answer.
+BYTE_FALLBACK_PROMPT = (
+    "LMCache pushes the prompt's KV cache from the prefill engine into the decode engine's "
+    "buffer and tells the router when it is ready. " * 6
+)
+
+
+def test_lmcache_byte_fallback_first_token_is_not_an_echo(lmc: dict[str, str]) -> None:
+    body = completion(BYTE_FALLBACK_PROMPT, return_token_ids=True)
+    plain = reference(lmc, body)["choices"][0]
+    assert plain["token_ids"][0] == 190, "the tiny model no longer starts with the byte token"
+    got = handed_off(lmc, body)["choices"][0]
+    assert got["text"] == plain["text"], (got["text"][:200], plain["text"])
+    assert got["token_ids"] == plain["token_ids"]
+    assert BYTE_FALLBACK_PROMPT[:40] not in got["text"]
+
+
+def test_lmcache_json_schema_answers_as_one_engine(lmc: dict[str, str]) -> None:
+    """Structured output splits now (the decoder's grammar sees every token): the router's
+    answer is the decode engine's own answer to the same request."""
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "count": {"type": "integer"}},
+        "required": ["name", "count"],
+    }
+    body = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": PROMPTS[3] + "Answer in JSON."}],
+        "max_tokens": 48,
+        "temperature": 0,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "thing", "schema": schema},
+        },
+    }
+    want = reference(lmc, body, "/v1/chat/completions")["choices"][0]["message"]["content"]
+    got = handed_off(lmc, body, "/v1/chat/completions")["choices"][0]["message"]["content"]
+    print(f"json_schema answer: {got!r}")
+    assert got == want
+    assert got.lstrip().startswith("{")  # the grammar held from the first token on
+
+
+def test_lmcache_logprobs_come_from_the_decoder(lmc: dict[str, str]) -> None:
+    prompt = "import json\nimport asyncio\nfrom typing import Any\n" * 12
+    body = completion(prompt, logprobs=2)
+    plain = reference(lmc, body)["choices"][0]
+    got = handed_off(lmc, body)["choices"][0]
+    assert got["text"] == plain["text"]
+    assert got["logprobs"]["tokens"] == plain["logprobs"]["tokens"]
+    assert len(got["logprobs"]["token_logprobs"]) == MAX_TOKENS  # the first token's included
+    pairs = zip(got["logprobs"]["token_logprobs"], plain["logprobs"]["token_logprobs"], strict=True)
+    assert all(abs(a - b) < 0.05 for a, b in pairs), (got["logprobs"], plain["logprobs"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tandem.kvtruth import judge, parse_decoder, parse_router
+from tandem.kvtruth import judge, parse_decoder, parse_prefill, parse_router
 
 
 def router(ok: int = 0, fallback: int = 0, kv_timeout: int = 0, broken: bool = False) -> str:
@@ -91,3 +91,18 @@ def test_small_failure_rates_are_tolerated() -> None:
         reading(router(), decoder(0, 0)), reading(router(ok=95, kv_timeout=5), decoder(950, 0))
     )
     assert v.reason == "Effective"
+
+
+def test_reads_after_an_expired_lease_on_the_prefiller_count_as_failures() -> None:
+    """vLLM logs "Potentially invalid KV blocks ... retrieved by a decode worker" on the
+    prefiller and counts it there; the decoder sees nothing wrong."""
+    prefill = (
+        "# TYPE vllm:nixl_num_notifications_after_expiry_total counter\n"
+        'vllm:nixl_num_notifications_after_expiry_total{engine="0",model_name="m"} 7.0\n'
+        'vllm:prompt_tokens_by_source_total{engine="0",model_name="m",source="local_compute"} 900.0\n'
+    )
+    before = {**reading(router(ok=1), decoder(10, 0)), "prefill-0": parse_prefill("")}
+    after = {**reading(router(ok=9), decoder(90, 0)), "prefill-0": parse_prefill(prefill)}
+    v = judge(before, after)
+    assert v.reason == "TransferFailing" and "7 expired KV leases" in v.message
+    assert v.external_share == 1.0  # the prefiller's own prompt tokens are not the decoders'

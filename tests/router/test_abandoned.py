@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tandem.router.app import Router
-from tests.fake_engine import token_at, tokenize
+from tests.fake_engine import expected_text, tokenize
 from tests.router.harness import MODEL, cluster
 
 pytestmark = pytest.mark.timeout(15)
@@ -33,7 +33,7 @@ async def test_kv_that_arrives_after_the_timeout_is_drained_from_the_decoder() -
         decoder = c.decode[0]
         await decoder.wait_for(lambda: c.kv.lmcache == {} and decoder.drain_requests)
         [drain] = decoder.drain_requests
-        assert drain.body["prompt"] == [*tokenize(PROMPT), token_at(len(PROMPT))]
+        assert drain.body["prompt"] == tokenize(PROMPT)  # the decoder looks up all of it
         assert drain.body["max_tokens"] == 1 and drain.body["stream"] is False
         await decoder.wait_for(
             lambda: sample(c.router, "tandem_router_kv_drains_total", result="ok") == 1
@@ -42,16 +42,20 @@ async def test_kv_that_arrives_after_the_timeout_is_drained_from_the_decoder() -
         assert sample(c.router, name, reason="kv_timeout") == 1
 
 
-async def test_a_first_token_that_ends_the_answer_still_frees_the_decoder() -> None:
+async def test_a_prefill_token_that_is_eos_does_not_end_the_answer() -> None:
+    """The old router answered from the prefiller's EOS alone and abandoned the pushed KV
+    (review A3a). The prefiller's token is thrown away now: the decoder samples every token,
+    so it consumes the KV and decides itself where the answer ends."""
     async with cluster(protocol="lmcache") as c:
-        c.prefill[0].faults.stop = True  # the prefiller's first token is EOS
+        c.prefill[0].faults.stop = True  # the prefiller's one token is EOS
         async with c.http.post(c.url + "/v1/completions", json=BODY) as resp:
             answer = await resp.json()
-        assert answer["choices"][0]["finish_reason"] == "stop"
-        assert c.decode[0].completion_requests() == []
-        await c.decode[0].wait_for(lambda: c.kv.lmcache == {})
-        name = "tandem_router_abandoned_handoffs_total"
-        assert sample(c.router, name, reason="first_token_eos") == 1
+        assert answer["choices"][0]["finish_reason"] == "length"
+        assert answer["choices"][0]["text"] == expected_text(len(PROMPT), 4)
+        assert len(c.decode[0].completion_requests()) == 1
+        assert c.kv.lmcache == {}
+        assert c.decode[0].drain_requests == []
+        assert "tandem_router_abandoned_handoffs_total{" not in await c.metrics_text()
 
 
 async def test_a_failed_decode_leg_is_counted_and_its_drain_too() -> None:
@@ -97,4 +101,5 @@ async def test_the_router_waits_for_every_sender_rank(flag: int | None) -> None:
         by_source = c.decode[0].metrics.prompt_tokens_by_source
         before = by_source["external_kv_transfer"]
         assert (await c.post("/v1/completions", BODY)).status == 200
-        assert by_source["external_kv_transfer"] - before == len(PROMPT)
+        # Every prompt token but the last, which the decoder recomputes (`recalc_last`).
+        assert by_source["external_kv_transfer"] - before == len(PROMPT) - 1

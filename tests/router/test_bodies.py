@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from tandem.router import chatshape
 from tandem.router.jsonbody import Edit, parse_object
-from tandem.router.protocols import lmcache, nixl, stitch
+from tandem.router.protocols import lmcache, nixl
 from tandem.router.request import estimate_prompt_tokens, prompt_text, request_prefix_hash
 
 pytestmark = pytest.mark.timeout(10)
@@ -99,8 +98,7 @@ def test_lmcache_tokenize_request_for_completion_and_chat() -> None:
 
 def test_tokens_json() -> None:
     assert lmcache.tokens_json([1, 2]) == "[1,2]"
-    assert lmcache.tokens_json([1, 2], 3) == "[1,2,3]"
-    assert lmcache.tokens_json([], 3) == "[3]"
+    assert lmcache.tokens_json([]) == "[]"
 
 
 def test_lmcache_prefill_carries_tokens_and_disagg_spec() -> None:
@@ -114,7 +112,6 @@ def test_lmcache_prefill_carries_tokens_and_disagg_spec() -> None:
         "max_tokens": 1,
         "stream": False,
         "kv_transfer_params": {
-            "ret_first_tok": True,
             "disagg_spec": {
                 "req_id": "tandem-h-7500-x",
                 "receiver_host": "10.0.0.9",
@@ -125,111 +122,62 @@ def test_lmcache_prefill_carries_tokens_and_disagg_spec() -> None:
     }
 
 
-def test_lmcache_decode_appends_first_token_and_drops_one() -> None:
+def test_lmcache_prefill_drops_what_only_shapes_its_thrown_away_token() -> None:
+    spec = lmcache.disagg_spec("r", "h", (1,), (2,))
     body = {
         "model": "m",
         "prompt": "hello",
         "max_tokens": 10,
+        "min_tokens": 4,
+        "logprobs": 2,
+        "echo": False,
+        "response_format": {"type": "json_object"},
+        "structured_outputs": {"regex": "a+"},
+        "stop": ["x"],
+        "temperature": 0.5,
+    }
+    out = edited(lmcache.prefill_edit("[1]", spec, is_chat=False), body)
+    assert out == {
+        "model": "m",
+        "stop": ["x"],
+        "temperature": 0.5,
+        "prompt": [1],
+        "max_tokens": 1,
+        "stream": False,
+        "kv_transfer_params": {"disagg_spec": spec},
+    }
+
+
+def test_lmcache_decode_is_the_clients_request_on_the_prompts_token_ids() -> None:
+    """Review A9: the decoder samples every token, with the client's own parameters."""
+    body = {
+        "model": "m",
+        "prompt": "hello",
+        "max_tokens": 10,
+        "min_tokens": 4,
         "stream": True,
         "stream_options": {"include_usage": True},
         "kv_transfer_params": {"x": 1},
-        "min_tokens": 4,
+        "logprobs": 2,
+        "response_format": {"type": "json_object"},
     }
-    prompt = lmcache.tokens_json([1, 2], 99)
-    assert edited(lmcache.decode_edit(body, prompt, 9, is_chat=False), body) == {
+    out = edited(lmcache.decode_edit("[1,2]", is_chat=False), body)
+    assert out == {**{k: v for k, v in body.items() if k != "kv_transfer_params"}, "prompt": [1, 2]}
+    chat = {
         "model": "m",
-        "prompt": [1, 2, 99],
-        "max_tokens": 9,
-        "min_tokens": 3,
-        "stream": True,
-        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+        "logprobs": True,
+        "kv_transfer_params": {"x": 1},
     }
-    spec = lmcache.disagg_spec("r", "h", (1,), (2,))
-    assert "min_tokens" not in edited(lmcache.prefill_edit("[1]", spec, is_chat=False), body)
-    unbounded_chat = {"messages": [], "stream_options": {"include_usage": True}, "logprobs": True}
-    out = edited(lmcache.decode_edit(unbounded_chat, "[1]", None, is_chat=True), unbounded_chat)
-    assert out == {"prompt": [1], "stream": False}
+    out = edited(lmcache.decode_edit("[1,2]", is_chat=True), chat)
+    assert out == {k: v for k, v in chat.items() if k != "kv_transfer_params"}
 
 
-@pytest.mark.parametrize(
-    ("body", "is_chat", "expected"),
-    [
-        ({"max_tokens": 5}, False, 5),
-        ({}, False, 16),  # vLLM's completions default
-        ({"max_completion_tokens": 4, "max_tokens": 9}, True, 4),
-        ({"max_tokens": 9}, True, 9),
-        ({}, True, None),
-    ],
-)
-def test_requested_max_tokens(body: dict[str, int], is_chat: bool, expected: int | None) -> None:
-    assert lmcache.requested_max_tokens(body, is_chat=is_chat) == expected
-
-
-def test_parse_first_token() -> None:
-    answer = {
-        "choices": [{"text": " Hi", "finish_reason": "length"}],
-        "kv_transfer_params": {"first_tok": 42},
-    }
-    first = stitch.parse_first_token(answer)
-    assert (first.token, first.text, first.finish_reason) == (42, " Hi", "length")
-    with pytest.raises(ValueError):
-        stitch.parse_first_token({"choices": [{"text": "x"}]})
-
-
-def stitcher(is_chat: bool) -> stitch.Stitcher:
-    return stitch.Stitcher(
-        completion_id="cmpl-r1",
-        model="m",
-        created=1,
-        first_text="A",
-        prompt_tokens=10,
-        is_chat=is_chat,
-    )
-
-
-def test_stitcher_whole_completion_prepends_first_token_and_fixes_usage() -> None:
-    decoder = {
-        "id": "cmpl-decoder",
-        "object": "text_completion",
-        "choices": [{"index": 0, "text": "BC", "finish_reason": "length"}],
-        "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13},
-    }
-    out = stitcher(False).whole(decoder)
-    assert out["id"] == "cmpl-r1"
-    assert out["choices"][0]["text"] == "ABC"
-    assert out["usage"] == {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
-
-
-def test_stitcher_whole_chat_is_chat_completion() -> None:
-    decoder = {"choices": [{"index": 0, "text": "BC", "finish_reason": "stop"}], "usage": None}
-    out = stitcher(True).whole(decoder)
-    assert out["object"] == "chat.completion"
-    assert out["choices"][0]["message"] == {"role": "assistant", "content": "ABC"}
-    assert out["choices"][0]["finish_reason"] == "stop"
-
-
-def test_stitcher_stream_events_for_chat() -> None:
-    s = stitcher(True)
-    head = json.loads(s.head_event()[len(b"data: ") :])
-    assert head["object"] == "chat.completion.chunk"
-    assert head["choices"][0]["delta"] == {"role": "assistant", "content": "A"}
-    event = json.dumps({"id": "x", "choices": [{"index": 0, "text": "B", "finish_reason": None}]})
-    out = json.loads(s.event(event.encode())[len(b"data: ") :])
-    assert out["choices"][0]["delta"] == {"content": "B"}
-    assert out["id"] == "chatcmpl-r1"
-
-
-def test_stitcher_passes_error_events_through() -> None:
-    err = json.dumps({"error": {"message": "boom", "code": 500}}).encode()
-    assert json.loads(stitcher(True).event(err)[6:]) == {"error": {"message": "boom", "code": 500}}
-
-
-def test_stitcher_first_only_answers() -> None:
-    out = stitcher(False).first_only("length")
-    assert out["choices"][0]["text"] == "A"
-    assert out["usage"]["completion_tokens"] == 1
-    events = stitcher(True).first_only_events("stop").split(b"\n\n")
-    assert events[-2] == b"data: [DONE]"
+def test_lmcache_drain_asks_for_the_prompt_itself() -> None:
+    """The decoder looks up the whole prompt (`skip_last_n_tokens: 0`): no extra token."""
+    payload = json.loads(lmcache.drain_payload("m", [5, 6, 7]))
+    assert payload == {"model": "m", "prompt": [5, 6, 7], "max_tokens": 1, "stream": False}
 
 
 # --- request facts ------------------------------------------------------------------------
@@ -266,20 +214,3 @@ def test_prefix_hash_of_requests() -> None:
     assert a == b
     assert request_prefix_hash({"prompt": [1, 2]}, is_chat=False) is not None
     assert request_prefix_hash({"prompt": ["a", "b"]}, is_chat=False) is None
-
-
-# --- chat reshaping -----------------------------------------------------------------------
-
-
-def test_chunk_to_chat_keeps_finish_reason_and_usage() -> None:
-    chunk = {
-        "id": "cmpl-1",
-        "created": 5,
-        "model": "m",
-        "choices": [{"index": 0, "text": "", "finish_reason": "length", "stop_reason": None}],
-        "usage": {"prompt_tokens": 1},
-    }
-    out = chatshape.chunk_to_chat(chunk)
-    assert out["id"] == "chatcmpl-1"
-    assert out["choices"][0]["finish_reason"] == "length"
-    assert out["usage"] == {"prompt_tokens": 1}

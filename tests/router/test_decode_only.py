@@ -23,8 +23,9 @@ SCHEMA = {
 
 @pytest.mark.parametrize("protocol", ["nixl", "lmcache"])
 async def test_a_json_schema_request_answers_as_one_engine_would(protocol: str) -> None:
-    """The old LMCache path dropped `response_format` from both legs and answered plain text
-    (review A9); the NIXL decoder always had the whole request."""
+    """The first LMCache path dropped `response_format` and answered plain text, the next one
+    sent such requests decode-only (review A9). Both decoders now sample every token with the
+    whole request, so the hand-off is safe in both protocols."""
     async with cluster(protocol=protocol) as c:
         body = {
             "model": MODEL,
@@ -40,28 +41,30 @@ async def test_a_json_schema_request_answers_as_one_engine_would(protocol: str) 
         assert routed == direct
         assert set(json.loads(routed)) == {"text"}
         text = await c.metrics_text()
-        if protocol == "lmcache":  # the prefiller would sample the first token: never split
-            assert c.prefill[0].requests == []
-            assert 'tandem_router_decode_only_total{reason="structured_output"} 1.0' in text
-        else:  # the NIXL decoder samples every token: the hand-off is safe
-            assert len(c.prefill[0].completion_requests()) == 1
-            assert 'route="disaggregated"' in text
+        assert len(c.prefill[0].completion_requests()) == 1
+        assert 'route="disaggregated"' in text
+        if protocol == "lmcache":  # the decoder got the client's chat request and used the KV
+            [decode, _] = c.decode[0].completion_requests()
+            assert decode.path == "/v1/chat/completions" and decode.body == body
+            assert c.kv.lmcache == {}
 
 
 @pytest.mark.parametrize(
     ("extra", "reason"),
     [
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        ({"logprobs": True, "top_logprobs": 2}, "logprobs"),
         ({"n": 2}, "n"),
+        ({"prompt": PROMPT, "echo": True}, "echo"),  # the decode leg's prompt is token ids
     ],
 )
 async def test_lmcache_requests_that_a_split_would_change_go_to_one_decoder(
     extra: dict[str, Any], reason: str
 ) -> None:
     async with cluster(protocol="lmcache") as c:
-        body = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], **extra}
-        async with c.http.post(c.url + "/v1/chat/completions", json=body) as resp:
+        body = {"model": MODEL, "max_tokens": 4, **extra}
+        path = "/v1/completions"
+        if "prompt" not in body:
+            body["messages"], path = [{"role": "user", "content": PROMPT}], "/v1/chat/completions"
+        async with c.http.post(c.url + path, json=body) as resp:
             assert resp.status == 200
         assert c.prefill[0].requests == []
         [decode] = c.decode[0].completion_requests()
@@ -69,6 +72,28 @@ async def test_lmcache_requests_that_a_split_would_change_go_to_one_decoder(
         text = await c.metrics_text()
         assert f'tandem_router_decode_only_total{{reason="{reason}"}} 1.0' in text
         assert c.kv.lmcache == {}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "auto"},
+        {"logprobs": True, "top_logprobs": 2},
+    ],
+)
+async def test_lmcache_chat_features_reach_the_decoder_through_a_hand_off(
+    extra: dict[str, Any],
+) -> None:
+    """Tools and logprobs were decode-only while the prefiller sampled the first token."""
+    async with cluster(protocol="lmcache") as c:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], **extra}
+        async with c.http.post(c.url + "/v1/chat/completions", json=body) as resp:
+            assert resp.status == 200
+        assert len(c.prefill[0].completion_requests()) == 1
+        [decode] = c.decode[0].completion_requests()
+        assert decode.path == "/v1/chat/completions" and decode.body == body
+        assert c.kv.lmcache == {}  # the decoder found (and freed) the pushed KV
+        assert "tandem_router_decode_only_total{" not in await c.metrics_text()
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,8 @@ PROMPT = "Disaggregated prefill moves the KV cache. " * 3
 async def test_completion_follows_the_lmcache_protocol() -> None:
     async with cluster(protocol="lmcache", tp_size=2) as c:
         body = {"model": MODEL, "prompt": PROMPT, "max_tokens": 6, "seed": 7}
+        by_source = c.decode[0].metrics.prompt_tokens_by_source
+        before = by_source["external_kv_transfer"]  # the canary's hand-off counts too
         async with c.http.post(c.url + "/v1/completions", json=body) as resp:
             assert resp.status == 200, await resp.text()
             answer = await resp.json()
@@ -36,20 +38,22 @@ async def test_completion_follows_the_lmcache_protocol() -> None:
         assert prefill.body["max_tokens"] == 1 and prefill.body["stream"] is False
         assert prefill.body["seed"] == 7
         kv = prefill.body["kv_transfer_params"]
-        assert kv["ret_first_tok"] is True
+        assert set(kv) == {"disagg_spec"}  # its one token is thrown away
         spec = kv["disagg_spec"]
         assert spec["receiver_host"] == "127.0.0.1"
         assert spec["receiver_init_port"] == [7300, 7301]
         assert spec["receiver_alloc_port"] == [7400, 7401]
         assert owner_of(spec["req_id"]) == c.router.kv_hub.owner  # type: ignore[union-attr]
         [decode] = c.decode[0].completion_requests()
-        assert decode.body["prompt"] == [*tokens, token_at(len(tokens))]
-        assert decode.body["max_tokens"] == 5
-        assert "kv_transfer_params" not in decode.body
+        # Review A9: the client's request on the very ids pushed; the decoder samples them all.
+        assert decode.body == {**body, "prompt": tokens}
         assert c.prefill[0].notifications_sent == 2  # one per TP rank
+        assert c.kv.lmcache == {}  # the decoder found and retrieved the whole prompt
+        # Every prompt token but the last, which the decoder recomputes (`recalc_last`).
+        assert by_source["external_kv_transfer"] - before == len(tokens) - 1
 
 
-async def test_streamed_completion_starts_with_the_first_token() -> None:
+async def test_streamed_completion_is_the_decoders_stream() -> None:
     async with cluster(protocol="lmcache") as c:
         body = {
             "model": MODEL,
@@ -63,7 +67,7 @@ async def test_streamed_completion_starts_with_the_first_token() -> None:
             events = sse_payloads(await resp.read())
         assert events[-1] == "[DONE]"
         chunks = [e for e in events[:-1] if e["choices"]]
-        assert chunks[0]["choices"][0]["text"] == chr(token_at(len(PROMPT)))
+        assert chunks[0]["choices"][0]["text"] == chr(token_at(len(PROMPT)))  # from the decoder
         assert "".join(e["choices"][0]["text"] for e in chunks) == expected_text(len(PROMPT), 5)
         assert len({e["id"] for e in events[:-1]}) == 1
         usage = events[-2]["usage"]
@@ -71,7 +75,7 @@ async def test_streamed_completion_starts_with_the_first_token() -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_chat_is_tokenized_with_messages_and_reshaped(stream: bool) -> None:
+async def test_chat_is_tokenized_with_messages_and_decoded_as_chat(stream: bool) -> None:
     async with cluster(protocol="lmcache") as c:
         messages = [{"role": "user", "content": PROMPT}]
         body = {
@@ -100,19 +104,11 @@ async def test_chat_is_tokenized_with_messages_and_reshaped(stream: bool) -> Non
         [prefill] = c.prefill[0].completion_requests()
         assert prefill.path == "/v1/completions"
         assert "messages" not in prefill.body and "tools" not in prefill.body
+        assert prefill.body["prompt"] == tokenize(chat_template(messages))
         [decode] = c.decode[0].completion_requests()
-        assert decode.path == "/v1/completions" and decode.body["max_tokens"] == 3
-
-
-async def test_first_token_text_falls_back_to_detokenize() -> None:
-    async with cluster(protocol="lmcache") as c:
-        c.prefill[0].faults.omit_first_text = True
-        body = {"model": MODEL, "prompt": PROMPT, "max_tokens": 3}
-        async with c.http.post(c.url + "/v1/completions", json=body) as resp:
-            answer = await resp.json()
-        assert answer["choices"][0]["text"] == expected_text(len(PROMPT), 3)
-        [detok] = [r for r in c.prefill[0].requests if r.path == "/detokenize"]
-        assert detok.body["tokens"] == [token_at(len(PROMPT))]
+        # The client's chat request as it is: the decoder renders the same ids and finds them.
+        assert decode.path == "/v1/chat/completions" and decode.body == body
+        assert c.kv.lmcache == {}
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tandem.router.split import any_protocol_reason, first_token_split_reason
+from tandem.router.split import any_protocol_reason, token_prompt_reason
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -33,27 +33,21 @@ def test_reasons_for_every_protocol(body: dict[str, Any], is_chat: bool, reason:
 
 
 @pytest.mark.parametrize(
-    ("body", "reason"),
+    ("body", "is_chat", "reason"),
     [
-        ({"response_format": {"type": "json_object"}}, "structured_output"),
-        ({"response_format": {"type": "json_schema", "json_schema": {}}}, "structured_output"),
-        ({"response_format": {"type": "text"}}, None),
-        ({"structured_outputs": {"choice": ["a", "b"]}}, "structured_output"),
-        ({"guided_json": {"type": "object"}}, "structured_output"),
-        ({"guided_regex": "a+"}, "structured_output"),
-        ({"tools": [{"type": "function"}]}, "tools"),
-        ({"tools": []}, None),
-        ({"tool_choice": "required"}, "tools"),
-        ({"tool_choice": "none"}, None),
-        ({"logprobs": True}, "logprobs"),
-        ({"logprobs": 0}, "logprobs"),  # completions: the sampled token's logprob
-        ({"logprobs": False}, None),
-        ({"top_logprobs": 3}, "logprobs"),
-        ({"echo": True}, "echo"),
-        ({"echo": False, "temperature": 0}, None),
+        ({"echo": True}, False, "echo"),
+        ({"echo": False, "temperature": 0}, False, None),
+        ({"echo": True, "messages": []}, True, None),  # chat's echo: the decoder gets the body
+        # The decoder samples every token: these split fine now (review A9).
+        ({"response_format": {"type": "json_schema", "json_schema": {}}}, False, None),
+        ({"structured_outputs": {"choice": ["a", "b"]}}, False, None),
+        ({"tools": [{"type": "function"}], "tool_choice": "required"}, True, None),
+        ({"logprobs": 2}, False, None),
+        ({"logprobs": True, "top_logprobs": 3}, True, None),
+        ({"stop": ["\n"]}, False, None),
     ],
 )
-def test_reasons_when_the_prefiller_samples_the_first_token(
-    body: dict[str, Any], reason: str | None
+def test_reasons_when_the_decode_leg_gets_token_ids(
+    body: dict[str, Any], is_chat: bool, reason: str | None
 ) -> None:
-    assert first_token_split_reason(body) == reason
+    assert token_prompt_reason(body, is_chat=is_chat) == reason

@@ -141,7 +141,7 @@ def test_kv_transfer_config_roles_and_fields() -> None:
     spec = InferenceServiceSpec.model_validate(make_spec())
     assert kv_transfer_config(spec, "prefill")["kv_connector"] == "LMCacheConnectorV1"
     assert (
-        kv_transfer_config(spec, "decode")["kv_connector_extra_config"]["skip_last_n_tokens"] == 1
+        kv_transfer_config(spec, "decode")["kv_connector_extra_config"]["skip_last_n_tokens"] == 0
     )
     nixl = InferenceServiceSpec.model_validate(make_spec(kvTransfer={"connector": "nixl"}))
     assert kv_transfer_config(nixl, "decode")["kv_connector"] == "NixlConnector"

@@ -13,7 +13,7 @@ and judges the difference between two readings (:mod:`.verdict`, pure). Parsing 
 :mod:`.signals` (pure); the scraping loop lives with the operator's other daemons.
 """
 
-from tandem.kvtruth.signals import KvSample, parse_decoder, parse_router
+from tandem.kvtruth.signals import KvSample, parse_decoder, parse_prefill, parse_router
 from tandem.kvtruth.store import KvVerdicts
 from tandem.kvtruth.verdict import KvVerdict, Reading, judge
 
@@ -24,5 +24,6 @@ __all__ = [
     "Reading",
     "judge",
     "parse_decoder",
+    "parse_prefill",
     "parse_router",
 ]

@@ -7,8 +7,9 @@ of rotation (``tandem_router_pair_broken{prefill,decode} 1``).
 
 Decoder side (vLLM 0.32 ``v1/metrics/loggers.py``, ``nixl/stats.py``):
 ``vllm:prompt_tokens_by_source_total`` by ``source`` and NIXL's
-``vllm:nixl_num_failed_transfers_total`` / ``vllm:nixl_num_kv_expired_reqs_total``. An expired
-lease counts as a failed transfer: the prefiller may already have reused the blocks.
+``vllm:nixl_num_failed_transfers_total`` / ``vllm:nixl_num_kv_expired_reqs_total``; prefill
+side, ``vllm:nixl_num_notifications_after_expiry_total``. An expired lease counts as a failed
+transfer: the prefiller may already have reused the blocks the decoder read.
 
 Counters are cumulative; :class:`KvSample` sums them over every pod read in one pass.
 """
@@ -26,6 +27,9 @@ PAIR_BROKEN: Final = "tandem_router_pair_broken"
 BY_SOURCE: Final = "vllm:prompt_tokens_by_source_total"
 NIXL_FAILED: Final = "vllm:nixl_num_failed_transfers_total"
 NIXL_EXPIRED: Final = "vllm:nixl_num_kv_expired_reqs_total"
+# Prefill side: a decoder read blocks whose lease had expired ("Potentially invalid KV blocks
+# ... retrieved by a decode worker", nixl/pull_worker.py:666): possibly another request's KV.
+NIXL_AFTER_EXPIRY: Final = "vllm:nixl_num_notifications_after_expiry_total"
 
 OK: Final = "ok"
 FALLBACK: Final = "decode_only_fallback"
@@ -112,3 +116,14 @@ def parse_decoder(text: str) -> KvSample:
         elif name == NIXL_EXPIRED:
             expired += value
     return KvSample(tokens=tokens, nixl_failed=failed, nixl_expired=expired, decoders=1)
+
+
+def parse_prefill(text: str) -> KvSample:
+    """A prefill engine's NIXL failures and expired leases (its prompt tokens are its own)."""
+    failed = expired = 0.0
+    for name, _, value in _samples(text):
+        if name == NIXL_FAILED:
+            failed += value
+        elif name in (NIXL_EXPIRED, NIXL_AFTER_EXPIRY):
+            expired += value
+    return KvSample(nixl_failed=failed, nixl_expired=expired)

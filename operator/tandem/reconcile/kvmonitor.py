@@ -1,7 +1,7 @@
 """The KV monitor: one kopf daemon per InferenceService that checks KV really moves.
 
-Every ``KV_INTERVAL_S`` it reads the ready router pods' and decode pods' ``/metrics`` (router:
-its container port; decoders: the plan's metrics port), judges the window since the previous
+Every ``KV_INTERVAL_S`` it reads the ready router, decode and prefill pods' ``/metrics`` (router:
+its container port; engines: the plan's metrics port), judges the window since the previous
 reading with :func:`tandem.kvtruth.judge` (pure), exports the figures as operator metrics, and
 records the verdict in the operator's :class:`~tandem.kvtruth.KvVerdicts`. When the condition
 it shows changes, the daemon runs the ordinary reconcile, whose one status writer sets
@@ -32,6 +32,7 @@ from tandem.kvtruth import (
     Reading,
     judge,
     parse_decoder,
+    parse_prefill,
     parse_router,
 )
 from tandem.plan import ServicePlan
@@ -64,11 +65,12 @@ async def _scrape(session: aiohttp.ClientSession, ip: str, port: int) -> str | N
 
 
 async def read(kube: Kube, session: aiohttp.ClientSession, plan: ServicePlan) -> Reading:
-    """One reading: every ready router and decode pod that answered, by pod name."""
+    """One reading: every ready router and engine pod that answered, by pod name."""
     ns, name = plan.owner.namespace, plan.owner.name
     targets = [
         (ROUTER, plan.router.config.port, parse_router),
         (Role.DECODE, plan.pool(Role.DECODE).metrics_port, parse_decoder),
+        (Role.PREFILL, plan.pool(Role.PREFILL).metrics_port, parse_prefill),
     ]
     reading: dict[str, KvSample] = {}
     for role, port, parse in targets:

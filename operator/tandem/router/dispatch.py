@@ -2,7 +2,7 @@
 
 The decision tree, in order:
 1. Requests a hand-off cannot serve, or would change (`split.py`: `max_tokens` <= 1, `n` > 1,
-   `prompt_logprobs`; with LMCache also structured output, tools, logprobs, echo) go straight to
+   `prompt_logprobs`; with LMCache also `echo` on completions) go straight to
    a decode engine, before any prefill (route `decode_only`).
 2. Measure the prompt (estimate, or `/tokenize` for LMCache). Batches cannot be disaggregated.
 3. Prompts under `--min-prompt-tokens` go straight to a decode engine (route `decode_only`):

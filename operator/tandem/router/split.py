@@ -11,28 +11,17 @@ Every protocol:
 - ``prompt_logprobs``: vLLM skips cached and transferred prefixes for such requests, so the
   decoder recomputes the prompt anyway and the transferred KV is wasted.
 
-LMCache only, where the *prefiller* samples the first token and the decoder continues from
-``prompt + [first token]`` (review A9); with NIXL the decoder samples every token itself:
-- ``structured_output``: ``response_format`` (other than text), ``structured_outputs``,
-  ``guided_*``: the decoder's grammar would restart after the first token;
-- ``tools``: tool parsing needs the whole answer from one engine in chat form;
-- ``logprobs``: the first token's logprobs would be missing;
-- ``echo``: the decoder would echo its token-id prompt plus the first token.
+In both protocols the *decoder* samples every token (LMCache since review A9: the decoder gets
+the whole prompt, `skip_last_n_tokens: 0`), so structured output, tools, logprobs and stop
+strings split fine. LMCache only, for `/v1/completions`, whose decode leg is the client's
+request with the prompt replaced by its token ids:
+- ``echo``: the decoder would echo the detokenized ids, not the client's prompt text.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
-
-#: Fields that ask for structured output, besides `response_format`.
-STRUCTURED_KEYS: Final = (
-    "structured_outputs",
-    "guided_json",
-    "guided_regex",
-    "guided_choice",
-    "guided_grammar",
-)
+from typing import Any
 
 
 def _max_tokens(body: Mapping[str, Any], *, is_chat: bool) -> Any:
@@ -57,22 +46,8 @@ def any_protocol_reason(body: Mapping[str, Any], *, is_chat: bool) -> str | None
     return None
 
 
-def _structured(body: Mapping[str, Any]) -> bool:
-    fmt = body.get("response_format")
-    if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
-        return True
-    return any(body.get(key) is not None for key in STRUCTURED_KEYS)
-
-
-def first_token_split_reason(body: Mapping[str, Any]) -> str | None:
-    """Why a request whose first token is sampled by the prefiller would change meaning."""
-    if _structured(body):
-        return "structured_output"
-    if body.get("tools") or body.get("tool_choice") not in (None, "none"):
-        return "tools"
-    logprobs = body.get("logprobs")
-    if (logprobs is not None and logprobs is not False) or body.get("top_logprobs") is not None:
-        return "logprobs"
-    if body.get("echo"):
+def token_prompt_reason(body: Mapping[str, Any], *, is_chat: bool) -> str | None:
+    """Why a completion whose prompt the decode leg replaces by token ids would change."""
+    if not is_chat and body.get("echo"):
         return "echo"
     return None

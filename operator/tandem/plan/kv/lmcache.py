@@ -76,8 +76,9 @@ class LMCacheStrategy:
             "lmcache_rpc_port": "producer1" if role is Role.PREFILL else "consumer1",
         }
         if role is Role.DECODE:
-            # The decoder recomputes the last prompt token so vLLM schedules a decode step.
-            extra["skip_last_n_tokens"] = 1
+            # The decoder gets the whole prompt and looks all of it up: LMCache loads every
+            # pushed chunk and vLLM recomputes only the last token (review A9).
+            extra["skip_last_n_tokens"] = 0
         return {
             "kv_connector": CONNECTOR,
             "kv_role": producer_role(role),

@@ -13,10 +13,11 @@ retrieves the KV before its first token). When the hand-off ends without that, t
 1. keeps waiting for the KV-ready notifications, up to another `--kv-ready-timeout` (they
    may still be on their way after a kv_timeout, a failed prefill call or a cancellation);
 2. if the prefill answered or any notification arrived, counts the push as abandoned, with
-   reason ``first_token_eos`` (the prefiller's first token ended the answer), ``kv_timeout``,
-   ``prefill_failed``, ``decode_failed``, ``client_error`` or ``cancelled``;
+   reason ``kv_timeout``, ``prefill_failed``, ``decode_failed``, ``client_error``,
+   ``cancelled`` or ``unconsumed`` (the hand-off ended without an error but the decoder never
+   produced output);
 3. if any notification arrived (KV landed on the decoder), sends the decoder a *drain*
-   request: the hand-off's prompt plus one token, ``max_tokens: 1``, answer discarded. The
+   request: the hand-off's prompt token ids, ``max_tokens: 1``, answer discarded. The
    decoder looks it up exactly as the real decode leg would and retrieves (so frees) the
    chunks. At most `DRAIN_CONCURRENCY` drains run at once; beyond that, and for a decoder that
    left or is down, the drain is skipped (`tandem_router_kv_drains_total{result}`).
@@ -64,7 +65,7 @@ DRAIN_CONCURRENCY: Final = 4
 def abandon_reason(error: BaseException | None) -> str:
     """Why a hand-off whose KV the decoder never consumed ended."""
     if error is None:
-        return "first_token_eos"
+        return "unconsumed"
     if isinstance(error, PrefillFailure):
         return "kv_timeout" if error.reason == "kv_ready_timeout" else "prefill_failed"
     if isinstance(error, DecodeFailed | DecodeUnavailable):
@@ -96,7 +97,6 @@ class KvPush:
         self.model = model
         self.req_id = hub.new_req_id(uuid.uuid4().hex)
         self.waiter = hub.register(self.req_id, ctx.config.expected_kv_notifications)
-        self.first_token: int | None = None
         #: The prefiller answered: it computed the prompt and pushed (or tried to).
         self.answered = False
         #: The decoder produced output, so it retrieved the KV.
@@ -137,7 +137,7 @@ class KvPush:
             return "decoder_gone"
         if self._drains.locked():
             return "skipped"
-        payload = drain_payload(self.model, self.token_ids, self.first_token)
+        payload = drain_payload(self.model, self.token_ids)
         headers = engine_headers(f"tandem-drain-{uuid.uuid4().hex[:16]}", {})
         async with self._drains:
             try:

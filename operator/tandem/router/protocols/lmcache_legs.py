@@ -9,10 +9,10 @@ import json
 from typing import Any, Final
 
 from tandem.router.jsonbody import Edit
-from tandem.router.request import DEFAULT_COMPLETION_MAX_TOKENS, prompt_text
+from tandem.router.request import prompt_text
 
 #: Chat-only request fields that `/v1/completions` does not understand (or reads differently:
-#: chat `logprobs` is a bool, completions `logprobs` an int). Dropped from both legs.
+#: chat `logprobs` is a bool, completions `logprobs` an int). Dropped from the prefill leg.
 CHAT_ONLY_KEYS: Final = frozenset(
     {
         "messages", "tools", "tool_choice", "parallel_tool_calls", "response_format",
@@ -21,18 +21,22 @@ CHAT_ONLY_KEYS: Final = frozenset(
         "functions", "function_call", "max_completion_tokens", "mm_processor_kwargs",
     }
 )  # fmt: skip
-#: Fields the legs set themselves (the client's copies are dropped). `min_tokens` would fail
-#: validation against the prefill's `max_tokens: 1`; the decode leg sets it one lower.
-_LEG_KEYS: Final = frozenset(
-    {"prompt", "kv_transfer_params", "stream", "stream_options", "min_tokens"}
-)
+#: Fields the prefill leg sets itself, or that only shape the token it throws away (a grammar
+#: would only cost the prefiller a compilation; `min_tokens` would fail validation against
+#: `max_tokens: 1`).
+_PREFILL_DROPPED: Final = frozenset(
+    {
+        "prompt", "kv_transfer_params", "stream", "stream_options", "min_tokens", "max_tokens",
+        "echo", "logprobs", "response_format", "structured_outputs", "guided_json",
+        "guided_regex", "guided_choice", "guided_grammar", "guided_decoding_backend",
+    }
+)  # fmt: skip
 #: Chat fields `/tokenize` uses to render the prompt exactly as `/v1/chat/completions` would.
 TOKENIZE_CHAT_KEYS: Final = (
     "messages", "add_generation_prompt", "continue_final_message", "chat_template",
     "chat_template_kwargs", "tools", "add_special_tokens", "mm_processor_kwargs",
 )  # fmt: skip
 TOKENIZE_PATH: Final = "/tokenize"
-DETOKENIZE_PATH: Final = "/detokenize"
 
 
 def tokenize_edit(body: dict[str, Any], *, is_chat: bool) -> Edit:
@@ -46,21 +50,9 @@ def tokenize_edit(body: dict[str, Any], *, is_chat: bool) -> Edit:
     return Edit(drop=frozenset(body.keys() - keep), set_=changes)
 
 
-def tokens_json(tokens: list[int], extra: int | None = None) -> str:
-    """A token-id list as JSON text, optionally with one more token (encoded once per request)."""
-    text = json.dumps(tokens, separators=(",", ":"))
-    if extra is None:
-        return text
-    return f"[{extra}]" if not tokens else text[:-1] + f",{extra}]"
-
-
-def requested_max_tokens(body: dict[str, Any], *, is_chat: bool) -> int | None:
-    """Tokens the client wants; None = until the end of the context (chat without a limit)."""
-    if is_chat:
-        value = body.get("max_completion_tokens", body.get("max_tokens"))
-        return value if isinstance(value, int) else None
-    value = body.get("max_tokens")
-    return value if isinstance(value, int) else DEFAULT_COMPLETION_MAX_TOKENS
+def tokens_json(tokens: list[int]) -> str:
+    """A token-id list as JSON text (encoded once per request)."""
+    return json.dumps(tokens, separators=(",", ":"))
 
 
 def disagg_spec(
@@ -75,45 +67,29 @@ def disagg_spec(
     }
 
 
-def _dropped(is_chat: bool) -> frozenset[str]:
-    return _LEG_KEYS | {"max_tokens"} | (CHAT_ONLY_KEYS if is_chat else frozenset())
-
-
 def prefill_edit(prompt_json: str, spec: dict[str, Any], *, is_chat: bool) -> Edit:
-    """The prefill leg: token ids, one token, no streaming, and the hand-off request."""
+    """The prefill leg: token ids, one token (thrown away), no streaming, and the hand-off."""
     return Edit(
-        drop=_dropped(is_chat),
-        set_={
-            "max_tokens": 1,
-            "stream": False,
-            "kv_transfer_params": {"ret_first_tok": True, "disagg_spec": spec},
-        },
+        drop=_PREFILL_DROPPED | (CHAT_ONLY_KEYS if is_chat else frozenset()),
+        set_={"max_tokens": 1, "stream": False, "kv_transfer_params": {"disagg_spec": spec}},
         raw={"prompt": prompt_json},
     )
 
 
-def decode_edit(
-    body: dict[str, Any], prompt_json: str, remaining: int | None, *, is_chat: bool
-) -> Edit:
-    """The decode leg: prompt plus first token, one token fewer, no `kv_transfer_params`."""
-    stream = bool(body.get("stream"))
-    drop = _dropped(is_chat)
-    if stream and "stream_options" in body:
-        drop -= {"stream_options"}
-    changes: dict[str, Any] = {"stream": stream}
-    if remaining is not None:
-        changes["max_tokens"] = remaining
-    min_tokens = body.get("min_tokens")
-    if isinstance(min_tokens, int) and min_tokens > 1:  # the first token already counts
-        changes["min_tokens"] = min_tokens - 1
-    return Edit(drop=drop, set_=changes, raw={"prompt": prompt_json})
+def decode_edit(prompt_json: str, *, is_chat: bool) -> Edit:
+    """The decode leg: the client's own request, on its own path, without `kv_transfer_params`.
+
+    A completion's prompt becomes the token ids the prefiller computed, so the decoder's LMCache
+    lookup hashes exactly the tokens that were pushed. A chat request goes as it is: the
+    decoder renders the same messages into the same ids as the `/tokenize` call did."""
+    raw = {} if is_chat else {"prompt": prompt_json}
+    return Edit(drop=frozenset({"kv_transfer_params"}), raw=raw)
 
 
-def drain_payload(model: Any, token_ids: list[int], first_token: int | None) -> bytes:
+def drain_payload(model: Any, token_ids: list[int]) -> bytes:
     """A request that makes a decoder retrieve (and so free) an abandoned hand-off's KV.
 
-    The decoder looks up its prompt minus the last token (`skip_last_n_tokens: 1`), so the
-    prompt is the hand-off's tokens plus one more, whatever that token is; one token out."""
-    extra = first_token if first_token is not None else (token_ids[-1] if token_ids else 0)
-    body = {"model": model, "prompt": [*token_ids, extra], "max_tokens": 1, "stream": False}
+    The decoder looks up its whole prompt (`skip_last_n_tokens: 0`), so the prompt is exactly
+    the hand-off's tokens; one token out."""
+    body = {"model": model, "prompt": token_ids, "max_tokens": 1, "stream": False}
     return json.dumps(body, separators=(",", ":")).encode()
