@@ -53,7 +53,12 @@ def operator_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def operator(chart: str, operator_logs: Path) -> Iterator[h.OperatorProcess]:
     """One operator for the session, authorised only by the chart's RBAC."""
-    op = h.OperatorProcess(chart, operator_logs / "operator.log", resync_seconds=10).start()
+    op = h.OperatorProcess(
+        chart,
+        operator_logs / "operator.log",
+        resync_seconds=10,
+        extra=["--kv-interval-seconds=2"],
+    ).start()
     yield op
     op.stop()
 

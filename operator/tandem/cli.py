@@ -156,6 +156,13 @@ def validate(filename: str) -> None:
     type=click.FloatRange(min=1.0),
     help="Period of the level-triggered resync of every InferenceService.",
 )
+@click.option(
+    "--kv-interval-seconds",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="Period of the KV monitor (KVTransferEffective) of every InferenceService.",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def run(
     namespaces: tuple[str, ...],
@@ -167,6 +174,7 @@ def run(
     metrics_host: str,
     workers: int,
     resync_seconds: float,
+    kv_interval_seconds: float,
     verbose: bool,
 ) -> None:
     """Run the operator."""
@@ -193,7 +201,7 @@ def run(
         namespaces=list(namespaces),
         liveness_endpoint=liveness or None,
         memo=memo,
-        registry=build_registry(resync_seconds),
+        registry=build_registry(resync_seconds, kv_interval_seconds),
     )
 
 

@@ -107,7 +107,9 @@ def probe_reconciles(memo: kopf.Memo, **_: Any) -> int:
     return int(total)
 
 
-def build_registry(resync_seconds: float) -> kopf.OperatorRegistry:
+def build_registry(
+    resync_seconds: float, kv_interval_seconds: float = kvmonitor.KV_INTERVAL_S
+) -> kopf.OperatorRegistry:
     """Every handler of the operator, on a registry of its own, for ``kopf.run(registry=...)``."""
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry)(login)
@@ -131,5 +133,5 @@ def build_registry(resync_seconds: float) -> kopf.OperatorRegistry:
     )(on_child_event)
     kopf.on.probe(id="reconciles", registry=registry)(probe_reconciles)
     autoscaling.register(registry)
-    kvmonitor.register(registry)
+    kvmonitor.register(registry, kv_interval_seconds)
     return registry

@@ -1,12 +1,13 @@
 """The KV monitor: one kopf daemon per InferenceService that checks KV really moves.
 
-Every ``KV_INTERVAL_S`` it reads the ready router, decode and prefill pods' ``/metrics`` (router:
-its container port; engines: the plan's metrics port), judges the window since the previous
-reading with :func:`tandem.kvtruth.judge` (pure), exports the figures as operator metrics, and
-records the verdict in the operator's :class:`~tandem.kvtruth.KvVerdicts`. When the condition
-it shows changes, the daemon runs the ordinary reconcile, whose one status writer sets
-``KVTransferEffective`` and announces the change as an event (``reconcile/events.py``). It never
-writes status itself, and a steady service costs no writes.
+Every ``--kv-interval-seconds`` (15 s by default) it reads the ready router, decode and prefill
+pods' ``/metrics`` (router: its container port; engines: the plan's metrics port), judges the
+window since the previous reading with :func:`tandem.kvtruth.judge` (pure), exports the figures
+as operator metrics, and records the verdict in the operator's
+:class:`~tandem.kvtruth.KvVerdicts`. When the condition it shows changes, the daemon runs the
+ordinary reconcile, whose one status writer sets ``KVTransferEffective`` and announces the
+change as an event (``reconcile/events.py``). It never writes status itself, and a steady
+service costs no writes.
 
 A pod that cannot be read is left out of the reading (and of the window): the verdict covers
 the pods that answered, and the counters of a pod that comes back are judged against its own
@@ -96,7 +97,11 @@ def export(metrics: OperatorMetrics, plan: ServicePlan, verdict: KvVerdict) -> N
 
 
 async def kv_monitor_daemon(
-    stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any
+    stopped: kopf.DaemonStopped,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    interval_s: float = KV_INTERVAL_S,
+    **_: Any,
 ) -> None:
     kube: Kube = memo.kube
     verdicts: KvVerdicts = memo.kv_verdicts
@@ -121,13 +126,20 @@ async def kv_monitor_daemon(
                     previous = reading
                     if stale:
                         stale = not await refresh_in_background(memo, body, "kvmonitor")
-                await stopped.wait(KV_INTERVAL_S)
+                await stopped.wait(interval_s)
         finally:
             verdicts.forget(namespace, name)
             metrics.forget_kv(namespace, name)
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
+def register(registry: kopf.OperatorRegistry, interval_s: float = KV_INTERVAL_S) -> None:
+    """The daemon on ``registry``, every ``interval_s`` (``tandem run --kv-interval-seconds``)."""
+
+    async def kv_monitor(
+        stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any
+    ) -> None:
+        await kv_monitor_daemon(stopped, body, memo, interval_s)
+
     kopf.daemon(
         GROUP, VERSION, PLURAL, id="kv-monitor", cancellation_timeout=10, registry=registry
-    )(kv_monitor_daemon)
+    )(kv_monitor)
