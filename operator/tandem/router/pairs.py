@@ -6,8 +6,7 @@ ways no health probe sees: an LMCache engine whose connector failed to start ser
 whose port it cannot reach (N1), NIXL descriptors go stale after a pod-IP reuse (A14). So every
 pair has a state of its own:
 
-- ``unverified``: new (its endpoints appeared, or came back after being unhealthy), or its
-  last canary failed;
+- ``unverified``: new (its endpoints appeared), or its last canary failed;
 - ``verified``: a canary hand-off through it showed KV arriving on the decoder;
 - ``broken``: its last `FAILURES_TO_BREAK` hand-offs (traffic or canary) failed in a row.
 
@@ -100,6 +99,8 @@ class PairRecord:
     canaried: bool = False
     #: When the next canary is due (broken pairs without canaries: when traffic may retry).
     retry_at: float = 0.0
+    #: A verified pair whose endpoint came back: re-canary it while it keeps its traffic.
+    recheck: bool = False
     handoffs: dict[HandoffOutcome, int] = field(default_factory=dict)
     canaries: dict[HandoffOutcome, int] = field(default_factory=dict)
 
@@ -127,15 +128,17 @@ class PairBook:
             self.pairs[new] = PairRecord()
 
     def reset(self, url: str) -> None:
-        """An endpoint came back (restarted, or was unreachable): verify its pairs again."""
+        """An endpoint came back (restarted, or was unreachable): canary its pairs at once.
+
+        A verified pair keeps carrying traffic meanwhile: an engine that stalled (a long KV
+        pull, a slow /health) did not break the transfer, and holding every request until the
+        canary passed turned each stall into a burst of 503s (measured on real CPU engines,
+        bench/README-router.md). A pair that really broke fails this canary, or its traffic,
+        and leaves rotation as any other."""
         for (prefill, decode), rec in self.pairs.items():
             if url in (prefill, decode):
-                rec.state, rec.streak, rec.canaried, rec.retry_at = (
-                    PairState.UNVERIFIED,
-                    0,
-                    False,
-                    0.0,
-                )
+                rec.retry_at = 0.0
+                rec.recheck = rec.state is PairState.VERIFIED
 
     # --- gating -----------------------------------------------------------------------------
 
@@ -191,7 +194,7 @@ class PairBook:
     @staticmethod
     def _canary_due(rec: PairRecord, now: float) -> bool:
         if rec.state is PairState.VERIFIED:
-            return False
+            return rec.recheck
         return not rec.canaried or now >= rec.retry_at
 
     # --- outcomes ---------------------------------------------------------------------------
@@ -222,6 +225,7 @@ class PairBook:
     def _passed(self, rec: PairRecord, canary: bool) -> None:
         rec.streak = 0
         if canary:
+            rec.recheck = False
             rec.state, rec.canaried = PairState.VERIFIED, True
         elif rec.state is PairState.BROKEN and not self.policy.canary:
             rec.state = PairState.UNVERIFIED  # the half-open retry worked
@@ -230,6 +234,7 @@ class PairBook:
         policy = self.policy
         rec.streak += 1
         rec.canaried = rec.canaried or canary
+        rec.recheck = rec.recheck and not canary
         if rec.streak >= policy.failures_to_break:
             rec.state, rec.retry_at = PairState.BROKEN, now + policy.retry_seconds
         elif canary:
