@@ -83,3 +83,10 @@ def test_nixl_host_buffer_mode() -> None:
     assert config["kv_buffer_device"] == "cpu"
     default = pod(kvTransfer={"connector": "nixl"})["spec"]["containers"][0]["args"]
     assert "kv_buffer_device" not in default[default.index("--kv-transfer-config") + 1]
+
+
+def test_nixl_lease_is_tunable() -> None:
+    spec = pod(kvTransfer={"connector": "nixl", "nixl": {"kvLeaseSeconds": 120}})["spec"]
+    args = spec["containers"][0]["args"]
+    config = json.loads(args[args.index("--kv-transfer-config") + 1])
+    assert config["kv_connector_extra_config"]["kv_lease_duration"] == 120

@@ -102,6 +102,18 @@ class NixlSettings(ApiModel):
             "NICs or drivers without GPUDirect."
         ),
     )
+    kv_lease_seconds: int | None = Field(
+        default=None,
+        ge=5,
+        le=3600,
+        description=(
+            "How long a prefill engine keeps a request's KV blocks for its decoder to pull "
+            "(vLLM's kv_lease_duration, 30 s when unset; the decoder extends it by heartbeats "
+            "only once it holds the request). A lease that expires before the pull lets the "
+            "decoder read blocks the prefiller may have reused; raise it when decoders queue "
+            "long (KVTransferEffective reports expired leases)."
+        ),
+    )
     kv_load_failure_policy: Literal["recompute", "fail"] = Field(
         default="recompute",
         description=(

@@ -33,6 +33,10 @@ class NixlStrategy:
             "kv_load_failure_policy": self.settings.kv_load_failure_policy,
             "kv_connector_extra_config": {"backends": list(self.settings.backends)},
         }
+        if self.settings.kv_lease_seconds is not None:
+            config["kv_connector_extra_config"]["kv_lease_duration"] = (
+                self.settings.kv_lease_seconds
+            )
         if self.settings.kv_buffer_device != "cuda":
             # Host-buffer mode: vLLM copies KV through a CPU buffer that NIXL registers.
             config["kv_buffer_device"] = self.settings.kv_buffer_device
