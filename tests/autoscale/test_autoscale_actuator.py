@@ -257,3 +257,68 @@ async def test_held_pool_is_never_shrunk_even_after_the_window(role: str) -> Non
     assert cluster.replicas[role] == 3
     other = "decode" if role == "prefill" else "prefill"
     assert cluster.replicas[other] == 1  # the healthy idle pool did shrink
+
+
+# ------------------------------------------------------------------------ Shadow mode
+
+HOT = {**STEADY, "prefill": obs("prefill", 2, running=8, waiting=40)}  # prefill wants 6
+
+
+def shadowed(scaler: Autoscaler) -> Autoscaler:
+    scaler.reconfigure(replace(scaler.config, shadow=True))
+    return scaler
+
+
+async def test_shadow_never_scales_nor_sets_deletion_costs() -> None:
+    cluster = FakeCluster(replicas={"prefill": 2, "decode": 3})
+    load = {**HOT, "decode": obs("decode", 3, running=3)}  # decode would shrink (with costs)
+    source = FakeSource(load)
+    scaler, registry = make(cluster, source)
+    shadowed(scaler)._memory = replace(settled(), decode=replace(settled().decode, capacity=32.0))
+    for i in range(3):
+        source.now = NOW + 10 * i
+        report = await scaler.tick(source.now)
+        assert report.shadow and report.mode == "Shadow"
+        assert report.scaled == {}
+        # Each tick sees the real replicas and recommends the same change again.
+        assert report.recommended == {"prefill": (2, 6), "decode": (3, 2)}
+    assert cluster.writes() == []
+    assert reason_of(report, "prefill") is ScaleReason.QUEUE_ABOVE_TARGET
+    assert value(registry, "tandem_autoscaler_recommended_replicas", role="prefill") == 6
+    assert value(registry, "tandem_autoscaler_desired_replicas", role="prefill") == 2
+    assert value(registry, "tandem_autoscaler_current_replicas", role="prefill") == 2
+    assert value(registry, "tandem_autoscaler_mode", mode="Shadow") == 1
+    assert value(registry, "tandem_autoscaler_mode", mode="Active") == 0
+
+
+async def test_shadow_keeps_the_damping_memory_as_if_nothing_was_scaled() -> None:
+    scaler, _ = make(FakeCluster(), FakeSource(HOT))
+    shadowed(scaler)._memory = settled()
+    await scaler.tick(NOW)
+    assert scaler.memory.prefill.last_scale_up is None
+    assert scaler.memory.prefill.last_change is None
+    # What it learns from the metrics is kept: the batch size and the recommendation history.
+    assert scaler.memory.prefill.capacity == 4.0
+    assert [r.replicas for r in scaler.memory.prefill.history] == [6]
+
+
+async def test_switching_shadow_to_active_then_scales() -> None:
+    cluster = FakeCluster()
+    scaler, registry = make(cluster, FakeSource(HOT))
+    shadowed(scaler)
+    await scaler.tick(NOW)
+    assert cluster.writes() == []
+    scaler.reconfigure(replace(scaler.config, shadow=False))
+    report = await scaler.tick(NOW + 10)
+    assert cluster.writes() == [("scale", "prefill", 6)]
+    assert report.scaled == report.recommended == {"prefill": (2, 6)}
+    assert not report.shadow
+    assert value(registry, "tandem_autoscaler_desired_replicas", role="prefill") == 6
+    assert value(registry, "tandem_autoscaler_mode", mode="Active") == 1
+
+
+async def test_active_reports_its_recommendation_too() -> None:
+    scaler, registry = make(FakeCluster(), FakeSource(dict(STEADY)))
+    report = await scaler.tick(NOW)
+    assert report.recommended == {} and report.mode == "Active"
+    assert value(registry, "tandem_autoscaler_recommended_replicas", role="decode") == 2

@@ -23,7 +23,9 @@ Taxonomy (who sets it, when True/False, how it rolls up):
 - ``RouterReady`` (reconciler): True when at least one router replica is ready.
 - ``Autoscaling`` (autoscaler; present only when spec.autoscaling.enabled): True
   (``Active``) while decisions are made from fresh metrics, False with ``MetricsUnavailable``
-  (the source failed or the data is stale; replicas are held) or ``GPUBudgetReached``.
+  (the source failed or the data is stale; replicas are held) or ``GPUBudgetReached``. In
+  ``spec.autoscaling.mode: Shadow`` it is True with ``Shadow`` while metrics are fresh: the
+  autoscaler only recommends, and the message says what it would do per pool.
 - ``KVTransferEffective`` (the KV monitor, ``tandem.kvtruth``; from the routers' per-pair
   hand-off outcomes and the decoders' prompt tokens by source, judged every interval): True
   (``Effective``) while hand-offs move KV and decoders load it; False with ``TransferFailing``
@@ -80,6 +82,7 @@ class ConditionReason(StrEnum):
     ACTIVE = "Active"
     METRICS_UNAVAILABLE = "MetricsUnavailable"
     GPU_BUDGET_REACHED = "GPUBudgetReached"
+    SHADOW = "Shadow"
     # KV transfer (tandem.kvtruth)
     EFFECTIVE = "Effective"
     DECODE_ONLY_FALLBACK = "DecodeOnlyFallback"

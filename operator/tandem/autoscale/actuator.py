@@ -13,6 +13,11 @@ free before the growing pool's new pods look for them under a tight ``maxGPUs``.
 scale-down, pods get a deletion cost from their in-flight requests (:mod:`.drain`). A failed
 write keeps the policy's memory as if nothing happened, so the next tick tries again with the
 same damping.
+
+In Shadow mode (``AutoscalerConfig.shadow``) the tick is the same up to the writes: it reads
+the real replicas, evaluates, records what it would change (``TickReport.recommended``) and
+writes nothing, neither replicas nor deletion costs; the damping memory is kept as after a
+failed write, so it never drifts as if a scale had happened.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from tandem.autoscale.config import AutoscalerConfig
 from tandem.autoscale.drain import deletion_costs
 from tandem.autoscale.metrics import AutoscalerMetrics
 from tandem.autoscale.observation import PoolObservation, missing
-from tandem.autoscale.policy import PolicyMemory, PoolDecision, PoolState, evaluate
+from tandem.autoscale.policy import Evaluation, PolicyMemory, PoolDecision, PoolState, evaluate
 from tandem.autoscale.rates import RateMemory
 from tandem.autoscale.report import TickReport
 from tandem.autoscale.sources import MetricSource, PodRef, PoolTarget
@@ -177,10 +182,34 @@ class Autoscaler:
         listed, obs = await self._observe_pools(errors)
 
         ev = evaluate(self._config.policy, states, obs, self._memory, now)
+        shadow = self._config.shadow
+        memory, scaled = await self._apply(ev, listed, obs, errors)
+        for d in ev.decisions:
+            current = d.desired if d.role in scaled else d.current
+            self._metrics.decision(self.namespace, self.name, d, current, shadow)
+        self._metrics.set_mode(self.namespace, self.name, shadow)
+        self._memory = memory
+        recommended = {d.role: (d.current, d.desired) for d in ev.decisions if d.changed}
+        return TickReport(
+            ev, obs, scaled, tuple(errors), at=now, source=kind,
+            recommended=recommended, shadow=shadow,
+        )  # fmt: skip
+
+    async def _apply(
+        self, ev: Evaluation, listed: Listed, obs: Mapping[Role, PoolObservation], errors: list[str]
+    ) -> tuple[PolicyMemory, dict[Role, tuple[int, int]]]:
+        """Write the changed decisions; return the memory to keep and what was scaled.
+
+        In Shadow mode nothing is written, and each change keeps the damping memory as if it had
+        not been decided (like a failed write), so the next tick sees the real replicas.
+        """
         memory, scaled = ev.memory, {}
         # Shrinking pools first: their GPUs are free before the growing pool's pods schedule.
         for d in sorted(ev.decisions, key=lambda d: d.desired - d.current):
             if not d.changed:
+                continue
+            if self._config.shadow:
+                memory = _keep_damping(memory, self._memory, d.role)
                 continue
             try:
                 await self._actuate(d, listed[d.role], obs[d.role])
@@ -189,9 +218,4 @@ class Autoscaler:
                 memory = _keep_damping(memory, self._memory, d.role)
                 continue
             scaled[d.role] = (d.current, d.desired)
-
-        for d in ev.decisions:
-            current = d.desired if d.role in scaled else d.current
-            self._metrics.decision(self.namespace, self.name, d, current)
-        self._memory = memory
-        return TickReport(ev, obs, scaled, tuple(errors), at=now, source=kind)
+        return memory, scaled

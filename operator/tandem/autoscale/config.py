@@ -77,11 +77,17 @@ class PrometheusSettings:
 
 @dataclass(frozen=True)
 class AutoscalerConfig:
-    """One InferenceService's autoscaler: policy, tick period, metric source."""
+    """One InferenceService's autoscaler: policy, tick period, metric source, mode."""
 
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     interval_s: float = 10.0
     source: ScrapeSettings | PrometheusSettings = field(default_factory=ScrapeSettings)
+    # spec.autoscaling.mode Shadow: evaluate and report, never write replicas or deletion costs.
+    shadow: bool = False
+
+    @property
+    def mode(self) -> str:
+        return "Shadow" if self.shadow else "Active"
 
 
 def pool_policy_from_spec(auto: PoolAutoscaling, gpus_per_replica: int) -> PoolPolicy:
@@ -134,4 +140,9 @@ def from_spec(spec: InferenceServiceSpec, plan: ServicePlan) -> AutoscalerConfig
             path=scrape.path,
             timeout_s=float(scrape.timeout_seconds),
         )
-    return AutoscalerConfig(policy=policy, interval_s=float(auto.interval_seconds), source=source)
+    return AutoscalerConfig(
+        policy=policy,
+        interval_s=float(auto.interval_seconds),
+        source=source,
+        shadow=auto.mode == "Shadow",
+    )

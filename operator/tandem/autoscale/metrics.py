@@ -13,14 +13,28 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from tandem.autoscale.policy import PoolDecision
 
 _POOL = ("namespace", "name", "role")
+MODES = ("Active", "Shadow")
 
 
 class AutoscalerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.desired = Gauge(
             "tandem_autoscaler_desired_replicas",
-            "Replicas the autoscaler decided for the pool in its last evaluation.",
+            "Replicas the autoscaler decided for the pool in its last evaluation "
+            "(in Shadow mode the pool's unchanged replicas).",
             _POOL,
+            registry=registry,
+        )
+        self.recommended = Gauge(
+            "tandem_autoscaler_recommended_replicas",
+            "Replicas the autoscaler recommends for the pool (Active and Shadow modes).",
+            _POOL,
+            registry=registry,
+        )
+        self.mode = Gauge(
+            "tandem_autoscaler_mode",
+            "1 for the autoscaler's mode (Active: sets replicas; Shadow: only recommends).",
+            ("namespace", "name", "mode"),
             registry=registry,
         )
         self.current = Gauge(
@@ -46,14 +60,23 @@ class AutoscalerMetrics:
     def _seen(self, namespace: str, name: str, kind: str, *values: str) -> None:
         self._labels.setdefault((namespace, name), set()).add((kind, *values))
 
-    def decision(self, namespace: str, name: str, decision: PoolDecision, current: int) -> None:
+    def decision(
+        self, namespace: str, name: str, decision: PoolDecision, current: int, shadow: bool = False
+    ) -> None:
         """Record one pool's evaluation; ``current`` is the replicas after actuation."""
         role = decision.role
-        self.desired.labels(namespace, name, role).set(decision.desired)
+        self.desired.labels(namespace, name, role).set(current if shadow else decision.desired)
+        self.recommended.labels(namespace, name, role).set(decision.desired)
         self.current.labels(namespace, name, role).set(current)
         self.decisions.labels(namespace, name, role, decision.reason.value).inc()
         self._seen(namespace, name, "pool", role)
         self._seen(namespace, name, "decision", role, decision.reason.value)
+
+    def set_mode(self, namespace: str, name: str, shadow: bool) -> None:
+        """The mode as two series, the one in force at 1 (kube-state-metrics style)."""
+        for mode in MODES:
+            self.mode.labels(namespace, name, mode).set(int((mode == "Shadow") == shadow))
+        self._seen(namespace, name, "mode")
 
     def source_error(self, namespace: str, name: str, source: str, count: int = 1) -> None:
         if count > 0:
@@ -65,7 +88,11 @@ class AutoscalerMetrics:
         for kind, *values in self._labels.pop((namespace, name), set()):
             if kind == "pool":
                 self.desired.remove(namespace, name, *values)
+                self.recommended.remove(namespace, name, *values)
                 self.current.remove(namespace, name, *values)
+            elif kind == "mode":
+                for mode in MODES:
+                    self.mode.remove(namespace, name, mode)
             elif kind == "decision":
                 self.decisions.remove(namespace, name, *values)
             else:

@@ -62,20 +62,23 @@ class Replicas:
     """Who owns a pool's ``spec.replicas``.
 
     ``fixed`` is set when the reconcile sends replicas; otherwise the autoscaler owns the field
-    and the reconcile only hands a starting count over (``start``, clamped to ``[lo, hi]``).
+    and the reconcile only hands a starting count over (``start``, clamped to ``[lo, hi]``). In
+    Shadow mode (``shadow``) the autoscaler owns the field but never writes it, and the hand-over
+    keeps what runs unclamped: Shadow changes nothing.
     """
 
     fixed: int | None
     start: int
     lo: int
     hi: int
+    shadow: bool = False
 
     @property
     def autoscaled(self) -> bool:
         return self.fixed is None
 
     def clamp(self, replicas: int) -> int:
-        return min(max(replicas, self.lo), self.hi)
+        return replicas if self.shadow else min(max(replicas, self.lo), self.hi)
 
 
 @dataclass(frozen=True)

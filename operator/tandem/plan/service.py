@@ -24,6 +24,8 @@ def _replicas(spec: InferenceServiceSpec, role: Role) -> Replicas:
     a = pool.autoscaling
     if not spec.autoscaling.enabled:
         return Replicas(fixed=pool.replicas, start=pool.replicas, lo=0, hi=pool.replicas)
+    if spec.autoscaling.mode == "Shadow":
+        return Replicas(fixed=None, start=pool.replicas, lo=0, hi=pool.replicas, shadow=True)
     start = min(max(pool.replicas, a.min_replicas), a.max_replicas)
     return Replicas(fixed=None, start=start, lo=a.min_replicas, hi=a.max_replicas)
 

@@ -4,13 +4,15 @@ The daemon wires :class:`tandem.autoscale.actuator.Autoscaler` to Kubernetes thr
 :class:`KubeHooks`: it reads the pools' Deployments, lists ready engine and router pods, patches
 ``spec.replicas`` by server-side apply under the autoscaler's own field manager (the reconcile
 never sends ``replicas`` while autoscaling is on), and marks the least busy pods cheapest to
-delete before a scale-down. It emits one ``ScaledUp``/``ScaledDown`` event per change applied.
+delete before a scale-down. It emits one ``ScaledUp``/``ScaledDown`` event per change applied;
+in Shadow mode (``spec.autoscaling.mode``) it writes nothing and emits one
+``WouldScaleUp``/``WouldScaleDown`` event per change of recommendation instead.
 
 It does not write status. Each tick's :class:`~tandem.autoscale.report.TickReport` goes into the
 operator's in-memory :class:`~tandem.autoscale.report.Reports`; when that changes what status
 would show, the daemon runs the ordinary reconcile, whose one status writer folds the report in
-(``lastScale``, ``desiredReplicas``, ``status.autoscaling``, the ``Autoscaling`` condition). A
-steady service costs no writes.
+(``lastScale``, ``recommendation``, ``desiredReplicas``, ``status.autoscaling``, the
+``Autoscaling`` condition). A steady service costs no writes.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from tandem.plan.router import CONTAINER_PORT as ROUTER_CONTAINER_PORT
 from tandem.reconcile.driver import refresh_in_background
 from tandem.reconcile.k8s import Kube
 from tandem.reconcile.reconciler import accepted
-from tandem.reconcile.status import autoscaling_condition
+from tandem.reconcile.scaling_status import autoscaling_condition
 
 log = logging.getLogger("tandem.autoscaler")
 
@@ -108,8 +110,31 @@ def shown(report: AutoscalerReport | None) -> object:
     if report is None:
         return None
     tick = report.tick
-    condition = autoscaling_condition(tick.decisions)
-    return condition, tick.source, tick.error, sorted(report.last_scale.items())
+    condition = autoscaling_condition(tick.decisions, tick.shadow)
+    return (
+        condition,
+        tick.mode,
+        tick.source,
+        tick.error,
+        sorted(report.last_scale.items()),
+        sorted(report.advice.items()),
+    )
+
+
+def would_scale_events(body: kopf.Body, report: AutoscalerReport | None, tick: TickReport) -> None:
+    """In Shadow mode, one ``WouldScaleUp``/``WouldScaleDown`` event per pool whose
+    recommendation this tick changed to a change of replicas (not one per tick)."""
+    if report is None or report.tick is not tick or not tick.shadow:
+        return
+    decisions = tick.decisions
+    for role in sorted(report.fresh):
+        advice = report.advice[role]
+        if not advice.moves:
+            continue
+        verb = "WouldScaleUp" if advice.replicas > advice.current else "WouldScaleDown"
+        change = f"{role}: would scale {advice.current} -> {advice.replicas} replicas"
+        message = f"{change} ({advice.reason}: {decisions[role].message}); Shadow mode, unchanged"
+        kopf.info(body, reason=verb, message=message)
 
 
 def scale_events(body: kopf.Body, tick: TickReport) -> None:
@@ -161,7 +186,9 @@ async def autoscaler_daemon(
                 tick = await scaler.tick(time.time())
                 scale_events(body, tick)
                 before = shown(reports.get(namespace, name))
-                stale = stale or shown(reports.record(namespace, name, tick)) != before
+                report = reports.record(namespace, name, tick)
+                would_scale_events(body, report, tick)
+                stale = stale or shown(report) != before
                 if stale:
                     stale = not await refresh_in_background(memo, body, "autoscaler")
                 await stopped.wait(config.interval_s)

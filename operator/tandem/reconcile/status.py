@@ -4,7 +4,8 @@ report and the previous status.
 Nothing is accumulated: every reconcile recomputes the whole status and the caller writes the
 difference (a JSON merge patch) only when there is one, so an idle resync writes nothing. Each
 part has its own small rule: :func:`pool_condition` and :func:`pool_status` per pool,
-:func:`router_condition`, :func:`autoscaling_condition`, and :func:`ready_rollup` over the rest.
+:func:`router_condition`, :func:`autoscaling_condition` and each pool's ``recommendation``
+(from :mod:`tandem.reconcile.scaling_status`), and :func:`ready_rollup` over the rest.
 
 Display facts (GPUs per replica, parallelism, endpoint) come from the plan. While a spec is
 rejected there is no plan, and status keeps describing the pools as they run: those facts, and
@@ -16,7 +17,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -37,13 +37,14 @@ from tandem.api.v1alpha1 import (
     LastScale,
     PoolStatus,
     RouterStatus,
+    ScaleRecommendation,
 )
 from tandem.api.vocabulary import ROLES, Role
-from tandem.autoscale.policy import HOLD_REASONS, PoolDecision, ScaleReason
 from tandem.autoscale.report import AutoscalerReport, Scale
 from tandem.kvtruth import KvVerdict
 from tandem.plan import PoolPlan, ServicePlan
 from tandem.plan.names import ROUTER
+from tandem.reconcile.scaling_status import autoscaling_condition, recommendation, rfc3339
 
 POOL_CONDITION = {
     Role.PREFILL: ConditionType.PREFILL_READY,
@@ -60,10 +61,6 @@ CONDITION_ORDER = [t.value for t in ConditionType]
 
 # (status, reason, message) of one condition.
 Verdict = tuple[str, str, str]
-
-
-def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def utcnow() -> str:
@@ -164,9 +161,11 @@ def pool_status(
     view: DeploymentView | None,
     previous: PoolStatus | None,
     scale: Scale | None,
+    advice: ScaleRecommendation | None = None,
 ) -> PoolStatus:
     """One pool's status: counts from its Deployment, display facts from the plan (or, without
-    one, as stored), ``lastScale`` from the autoscaler's report (or as stored)."""
+    one, as stored), ``lastScale`` from the autoscaler's report (or as stored), and the
+    autoscaler's ``recommendation`` as given."""
     desired = desired_replicas(pool, view, previous)
     ready = view.ready if view else 0
     if pool is not None:
@@ -183,6 +182,7 @@ def pool_status(
         parallelism=parallelism,
         ready=f"{ready}/{desired}",
         last_scale=_last_scale(scale, previous),
+        recommendation=advice,
     )
 
 
@@ -195,26 +195,6 @@ def router_condition(view: DeploymentView | None) -> Verdict:
     if view.spec_replicas == 0:
         return FALSE, ConditionReason.SCALED_TO_ZERO, "the router has 0 replicas"
     return FALSE, ConditionReason.PROGRESSING, "no router replica is ready yet"
-
-
-def autoscaling_condition(decisions: Mapping[Role, PoolDecision]) -> Verdict:
-    """The Autoscaling condition from one tick's decisions (stable text: no floats)."""
-    held = {
-        r: d
-        for r, d in decisions.items()
-        if d.reason in HOLD_REASONS and d.reason != ScaleReason.COLD_START
-    }
-    if held:
-        detail = "; ".join(
-            f"{r}: {d.reason.value}, holding {d.current} replicas" for r, d in sorted(held.items())
-        )
-        return FALSE, ConditionReason.METRICS_UNAVAILABLE, detail
-    summary = "; ".join(
-        f"{r}: {d.desired} replicas ({d.reason.value})" for r, d in sorted(decisions.items())
-    )
-    if any(d.reason == ScaleReason.GPU_BUDGET for d in decisions.values()):
-        return TRUE, ConditionReason.GPU_BUDGET_REACHED, summary
-    return TRUE, ConditionReason.ACTIVE, summary
 
 
 def ready_rollup(conditions: Iterable[Condition]) -> Verdict:
@@ -275,8 +255,9 @@ def _fold_autoscaler(
         return None
     if plan is None or report is None:
         return previous.autoscaling
-    conds.put(ConditionType.AUTOSCALING, autoscaling_condition(report.tick.decisions))
-    return AutoscalingStatus(source=report.tick.source, last_error=report.tick.error)
+    tick = report.tick
+    conds.put(ConditionType.AUTOSCALING, autoscaling_condition(tick.decisions, tick.shadow))
+    return AutoscalingStatus(mode=tick.mode, source=tick.source, last_error=tick.error)
 
 
 def _fold_kv(conds: _Conditions, plan: ServicePlan | None, kv: KvVerdict | None) -> None:
@@ -307,14 +288,17 @@ def compute_status(
         (TRUE if acceptance.accepted else FALSE, acceptance.reason, acceptance.message),
     )
     pools: dict[Role, PoolStatus] = {}
+    autoscaled = plan is None or _autoscaled(plan)
     for role in ROLES:
         view = observed.deployments.get(role)
         conds.put(POOL_CONDITION[role], pool_condition(view, observed.unschedulable.get(role)))
+        advice = autoscaler.advice.get(role) if autoscaler else None
         pools[role] = pool_status(
             plan.pool(role) if plan else None,
             view,
             previous.pool(role),
             autoscaler.last_scale.get(role) if autoscaler else None,
+            recommendation(advice, previous.pool(role), autoscaled),
         )
     rview = observed.deployments.get(ROUTER)
     conds.put(ConditionType.ROUTER_READY, router_condition(rview))

@@ -66,7 +66,9 @@ from tandem.api.v1alpha1.status import (
     InferenceServiceStatus,
     LastScale,
     PoolStatus,
+    RecommendationInputs,
     RouterStatus,
+    ScaleRecommendation,
 )
 from tandem.api.vocabulary import (
     ROUTER_CONTAINER_PORT,
@@ -123,6 +125,7 @@ __all__ = [
     "Quantity",
     "Quantization",
     "Ratio",
+    "RecommendationInputs",
     "RemoteCache",
     "Resources",
     "Role",
@@ -130,6 +133,7 @@ __all__ = [
     "RouterSpec",
     "RouterStatus",
     "Rule",
+    "ScaleRecommendation",
     "ScrapeSource",
     "SecretKeyRef",
     "ServiceType",

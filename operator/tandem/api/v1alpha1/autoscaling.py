@@ -1,4 +1,4 @@
-"""``spec.autoscaling``: the switch, the global bounds and where queue metrics come from.
+"""``spec.autoscaling``: the switch and mode, the global bounds and where queue metrics come from.
 
 Per-pool bounds and targets live with the pools (``spec.<pool>.autoscaling``); this block holds
 what spans both pools: the prefill:decode ratio, the GPU budget and the metrics source.
@@ -58,6 +58,13 @@ class MetricsSource(ApiModel):
 class Autoscaling(ApiModel):
     enabled: bool = Field(
         default=False, description="Let Tandem's autoscaler own each pool's replicas."
+    )
+    mode: Literal["Active", "Shadow"] = Field(
+        default="Active",
+        description=(
+            "Active: the autoscaler sets replicas. Shadow: it evaluates every interval and "
+            "records its recommendation in status, events and metrics, but changes nothing."
+        ),
     )
     interval: str = Field(
         default="10s",

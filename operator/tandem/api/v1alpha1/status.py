@@ -19,6 +19,29 @@ class LastScale(ApiModel):
     reason: str = Field(description="CamelCase reason of the decision.")
 
 
+class RecommendationInputs(ApiModel):
+    """The pool as the policy saw it when it made the recommendation."""
+
+    replicas: int = Field(description="Replicas the pool's workload had.")
+    ready_replicas: int = Field(description="Replicas passing readiness.")
+    pods_reporting: int = Field(description="Engine pods whose metrics were read.")
+    waiting: float = Field(description="Requests waiting (router-pending prefills included).")
+    running: float = Field(description="Requests running.")
+    kv_cache_usage_percent: int | None = Field(
+        default=None, description="Mean KV-cache usage over the pool's pods, percent."
+    )
+    error: str | None = Field(default=None, description="Why no metrics were read, if so.")
+
+
+class ScaleRecommendation(ApiModel):
+    replicas: int = Field(description="Replicas the autoscaler recommends (in both modes).")
+    reason: str = Field(description="CamelCase reason of the recommendation.")
+    time: str = Field(description="When the recommendation last changed (RFC 3339).")
+    inputs: RecommendationInputs | None = Field(
+        default=None, description="What drove it, as of that time."
+    )
+
+
 class PoolStatus(ApiModel):
     replicas: int = Field(default=0, description="Replicas the pool's Deployment has.")
     ready_replicas: int = Field(default=0, description="Replicas passing readiness.")
@@ -29,6 +52,9 @@ class PoolStatus(ApiModel):
     parallelism: str = Field(default="", description="TPxPP, e.g. 2x1.")
     ready: str = Field(default="", description="ready/desired, for kubectl get.")
     last_scale: LastScale | None = Field(default=None, description="Last autoscaler change.")
+    recommendation: ScaleRecommendation | None = Field(
+        default=None, description="The autoscaler's newest recommendation (Active and Shadow)."
+    )
 
 
 class RouterStatus(ApiModel):
@@ -37,6 +63,7 @@ class RouterStatus(ApiModel):
 
 
 class AutoscalingStatus(ApiModel):
+    mode: str = Field(default="Active", description="Active or Shadow (changes nothing).")
     source: str = Field(default="", description="Metrics source in use.")
     last_evaluation_time: str | None = Field(
         default=None, description="Last time the autoscaler evaluated the pools."
