@@ -49,6 +49,7 @@ from e2e.dataplane.test_dataplane import (  # noqa: E402
     container,
     cpu_adapt,
     free_port,
+    router_proc,
     wait_healthy,
 )
 
@@ -271,27 +272,7 @@ def start_plane(scratch: Path, vpy: str) -> tuple[list[Proc], dict[str, str]]:
     procs.append(Proc("prefill", p_cmd, p_env, scratch / "prefill.log"))
     procs.append(Proc("decode", d_cmd, d_env, scratch / "decode.log"))
     r_args = router_args(InferenceServiceSpec.model_validate(SPEC), Owner("tiny", "dp", "uid"))
-    for flag in ("--namespace", "--prefill-service", "--decode-service", "--engine-port"):
-        j = r_args.index(flag)
-        del r_args[j : j + 2]
-    r_args[r_args.index("--host") + 1] = HOST
-    r_args[r_args.index("--port") + 1] = str(ports["router"])
-    r_args += [
-        "--prefill",
-        f"http://{HOST}:{ports['prefill']}",
-        "--decode",
-        f"http://{HOST}:{ports['decode']}",
-        "--health-interval",
-        "2",
-    ]
-    procs.append(
-        Proc(
-            "router",
-            [sys.executable, "-m", "tandem", "router", *r_args],
-            dict(os.environ),
-            scratch / "router.log",
-        )
-    )
+    procs.append(router_proc(r_args, ports, scratch))
     return procs, {k: f"http://{HOST}:{v}" for k, v in ports.items()}
 
 

@@ -199,6 +199,39 @@ async def wait_healthy(url: str, procs: list[Proc], timeout: float) -> None:
     raise TimeoutError(f"{url} not healthy after {timeout}s")
 
 
+def wait_plane(urls: dict[str, str], procs: list[Proc], router_timeout: float, what: str) -> None:
+    """Wait for both engines, then for the router (healthy once its canary hand-off verified
+    the pair: a real KV transfer), and say how long it took."""
+
+    async def up() -> None:
+        await asyncio.gather(*(wait_healthy(urls[k], procs, 420) for k in ("prefill", "decode")))
+        await wait_healthy(urls["router"], procs, router_timeout)
+
+    started = time.monotonic()
+    asyncio.run(up())
+    print(f"\n{what} healthy in {time.monotonic() - started:.0f}s")
+
+
+def router_proc(r_args: list[str], ports: dict[str, int], scratch: Path) -> Proc:
+    """`tandem router` with the operator's rendered args, its Kubernetes discovery swapped for
+    the local engines' URLs (and its own address for the pod IP it would advertise)."""
+    args = list(r_args)
+    for flag in ("--namespace", "--prefill-service", "--decode-service", "--engine-port"):
+        j = args.index(flag)
+        del args[j : j + 2]
+    args[args.index("--host") + 1] = HOST
+    args[args.index("--port") + 1] = str(ports["router"])
+    if "--advertise-host" in args:
+        args[args.index("--advertise-host") + 1] = HOST
+    args += [
+        "--prefill", f"http://{HOST}:{ports['prefill']}",
+        "--decode", f"http://{HOST}:{ports['decode']}",
+        "--health-interval", "2",
+    ]  # fmt: skip
+    command = [sys.executable, "-m", "tandem", "router", *args]
+    return Proc("router", command, dict(os.environ), scratch / "router.log")
+
+
 @pytest.fixture(scope="module")
 def plane(
     vpy: str, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
@@ -221,42 +254,14 @@ def plane(
         procs.append(Proc("prefill", p_cmd, p_env, scratch / "prefill.log"))
         procs.append(Proc("decode", d_cmd, d_env, scratch / "decode.log"))
         r_args = router_args(InferenceServiceSpec.model_validate(SPEC), Owner("tiny", "dp", "uid"))
-        for flag in ("--namespace", "--prefill-service", "--decode-service", "--engine-port"):
-            j = r_args.index(flag)
-            del r_args[j : j + 2]
-        r_args[r_args.index("--host") + 1] = HOST
-        r_args[r_args.index("--port") + 1] = str(ports["router"])
-        r_args += [
-            "--prefill",
-            f"http://{HOST}:{ports['prefill']}",
-            "--decode",
-            f"http://{HOST}:{ports['decode']}",
-            "--health-interval",
-            "2",
-        ]
-        procs.append(
-            Proc(
-                "router",
-                [sys.executable, "-m", "tandem", "router", *r_args],
-                dict(os.environ),
-                scratch / "router.log",
-            )
-        )
+        procs.append(router_proc(r_args, ports, scratch))
         urls = {k: f"http://{HOST}:{v}" for k, v in ports.items()}
         # The reference is a single engine serving the whole request (prompt and output) with
         # no hand-off: the prefill engine called directly, without kv_transfer_params. Same
         # weights and flags, and a third engine would not fit the 2-core budget of this tier.
         urls["plain"] = urls["prefill"]
 
-        async def up() -> None:
-            await asyncio.gather(
-                *(wait_healthy(urls[k], procs, 420) for k in ("prefill", "decode"))
-            )
-            await wait_healthy(urls["router"], procs, 60)
-
-        started = time.monotonic()
-        asyncio.run(up())
-        print(f"\nengines and router healthy in {time.monotonic() - started:.0f}s")
+        wait_plane(urls, procs, router_timeout=60, what="engines and router")
         yield urls
     finally:
         for p in reversed(procs):

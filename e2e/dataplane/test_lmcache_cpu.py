@@ -31,8 +31,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,8 +52,9 @@ from test_dataplane import (  # the NIXL tier's fixtures and helpers (e2e/datapl
     metrics,
     model_dir,
     post,
+    router_proc,
     vpy,
-    wait_healthy,
+    wait_plane,
 )
 
 from tandem.api.v1alpha1 import InferenceServiceSpec
@@ -150,42 +149,13 @@ def lmc(
             )
             procs.append(Proc(str(role), cmd, env, scratch / f"{role}.log"))
         r_args = router_args(spec, OWNER)
-        for flag in ("--namespace", "--prefill-service", "--decode-service", "--engine-port"):
-            j = r_args.index(flag)
-            del r_args[j : j + 2]
-        r_args[r_args.index("--host") + 1] = HOST
-        r_args[r_args.index("--port") + 1] = str(ports["router"])
         assert r_args[r_args.index("--advertise-host") + 1] == "$(POD_IP)"
-        r_args[r_args.index("--advertise-host") + 1] = HOST
         assert r_args[r_args.index("--kv-ready-port") + 1] == str(ports["kv_ready"])
-        r_args += [
-            "--prefill",
-            f"http://{HOST}:{ports['prefill']}",
-            "--decode",
-            f"http://{HOST}:{ports['decode']}",
-            "--health-interval",
-            "2",
-        ]
-        procs.append(
-            Proc(
-                "router",
-                [sys.executable, "-m", "tandem", "router", *r_args],
-                dict(os.environ),
-                scratch / "router.log",
-            )
-        )
+        procs.append(router_proc(r_args, ports, scratch))
         urls = {k: f"http://{HOST}:{ports[k]}" for k in ("prefill", "decode", "router")}
 
-        async def up() -> None:
-            await asyncio.gather(
-                *(wait_healthy(urls[k], procs, 420) for k in ("prefill", "decode"))
-            )
-            # The router is healthy once its canary hand-off verified the pair (a real push).
-            await wait_healthy(urls["router"], procs, 120)
-
-        started = time.monotonic()
-        asyncio.run(up())
-        print(f"\nLMCache engines and router healthy in {time.monotonic() - started:.0f}s")
+        # The router is healthy once its canary hand-off verified the pair (a real push).
+        wait_plane(urls, procs, router_timeout=120, what="LMCache engines and router")
         yield urls
     finally:
         for p in reversed(procs):
