@@ -17,9 +17,10 @@ Counters are cumulative; :class:`KvSample` sums them over every pod read in one 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Final
+
+from prometheus_client.parser import text_string_to_metric_families
 
 HANDOFFS: Final = "tandem_router_handoffs_total"
 ABANDONED: Final = "tandem_router_abandoned_handoffs_total"
@@ -36,25 +37,20 @@ FALLBACK: Final = "decode_only_fallback"
 EXTERNAL: Final = "external_kv_transfer"
 LOCAL: Final = "local_compute"
 
-_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
 
 def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:
-    out = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _LINE.match(line)
-        if not m:
-            continue
-        try:
-            value = float(m.group(3))
-        except ValueError:
-            continue
-        if math.isfinite(value):
-            out.append((m.group(1), dict(_LABEL.findall(m.group(2) or "")), value))
-    return out
+    """Every finite sample of a ``/metrics`` page (prometheus_client's parser, as the
+    autoscaler's sources use); a page that does not parse gives none, so that pod is judged
+    from what the others report."""
+    try:
+        return [
+            (sample.name, dict(sample.labels), float(sample.value))
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if math.isfinite(sample.value)
+        ]
+    except (ValueError, TypeError, IndexError):
+        return []
 
 
 def _add(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:

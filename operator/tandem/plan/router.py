@@ -11,7 +11,7 @@ from typing import Final
 
 from tandem.api.v1alpha1 import InferenceServiceSpec
 from tandem.api.vocabulary import Role
-from tandem.contracts.router import ROUTER_PORT, KubernetesSource, RouterConfig
+from tandem.contracts.router import KubernetesSource, RouterConfig
 from tandem.plan.engine import served_name
 from tandem.plan.kv import KvStrategy
 from tandem.plan.model import ContainerPort, Owner, RouterPlan
@@ -26,8 +26,6 @@ from tandem.plan.names import (
 
 ROUTER_COMPONENT: Final = "tandem-router"
 ROUTER_PORT_NAME: Final = "http"
-# The port `tandem router` listens on in its pod (the Service port is spec.router.port).
-CONTAINER_PORT: Final = ROUTER_PORT
 
 
 def router_config(spec: InferenceServiceSpec, owner: Owner, kv: KvStrategy) -> RouterConfig:

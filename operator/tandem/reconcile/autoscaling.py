@@ -27,7 +27,7 @@ import aiohttp
 import kopf
 
 from tandem.api.v1alpha1 import GROUP, PLURAL, VERSION
-from tandem.api.vocabulary import Role
+from tandem.api.vocabulary import ROUTER_CONTAINER_PORT, Role
 from tandem.autoscale.actuator import AUTOSCALER_FIELD_MANAGER, Autoscaler
 from tandem.autoscale.config import AutoscalerConfig, from_spec
 from tandem.autoscale.drain import annotation_patches
@@ -36,7 +36,6 @@ from tandem.autoscale.policy import PoolState
 from tandem.autoscale.report import AutoscalerReport, Reports, TickReport
 from tandem.autoscale.sources import PodRef, make_source
 from tandem.plan.names import LABEL_INSTANCE, LABEL_ROLE, ROUTER, pool_name
-from tandem.plan.router import CONTAINER_PORT as ROUTER_CONTAINER_PORT
 from tandem.reconcile.driver import refresh_in_background
 from tandem.reconcile.k8s import Kube
 from tandem.reconcile.reconciler import accepted
