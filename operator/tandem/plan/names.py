@@ -54,11 +54,6 @@ def labels(name: str, role: str, component_name: str, version: str | None = None
     return out
 
 
-def router_host(name: str, namespace: str) -> str:
-    """In-cluster DNS name of the router Service."""
-    return f"{router_name(name)}.{namespace}.svc"
-
-
 def kv_ready_name(name: str) -> str:
     """ClusterIP Service of the routers' KV-ready port (never exposed with the router)."""
     return f"{name}-kv-ready"

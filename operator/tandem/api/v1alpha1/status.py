@@ -90,9 +90,3 @@ class InferenceServiceStatus(ApiModel):
     def pool(self, role: Role) -> PoolStatus | None:
         """The status of one pool, typed (never ``getattr(status, role)``)."""
         return self.prefill if role is Role.PREFILL else self.decode
-
-    def with_pool(self, role: Role, pool: PoolStatus) -> None:
-        if role is Role.PREFILL:
-            self.prefill = pool
-        else:
-            self.decode = pool

@@ -60,15 +60,6 @@ class RouterContext:
     #: Background tasks that outlive their request (LMCache drains); kept referenced.
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
-    async def prefill_lease(self, creq: ClientRequest, tokens: int) -> Lease:
-        """A prefill slot; no healthy prefiller is a prefill failure (fallback may apply)."""
-        try:
-            return await self.pools[Role.PREFILL].acquire(
-                self.prefill_policy, tokens, creq.extras.get("prefix_hash")
-            )
-        except NoEndpointError as exc:
-            raise PrefillFailure("no_endpoint", str(exc)) from exc
-
     async def decode_lease(self, creq: ClientRequest, tokens: int, *, direct: bool) -> Lease:
         """A decode slot; `direct` for the decode-only route (the decoder computes the prompt)."""
         policy = self.direct_policy if direct else self.decode_policy
